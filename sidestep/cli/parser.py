@@ -1,0 +1,75 @@
+"""argparse generated from `Config`: every flag is declared once, in the dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any, Callable
+
+from sidestep import __version__
+from sidestep.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Callable[[Config, argparse.Namespace], int | None]
+    extra_args: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _field_flags(f: dataclasses.Field) -> list[str]:
+    return list(f.metadata["flags"]) or ["--" + f.name.replace("_", "-")]
+
+
+def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kwargs: dict[str, Any] = dict(dest=f.name, help=f.metadata["help"], default=argparse.SUPPRESS)
+    if isinstance(default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        kwargs["help"] += " (default: on)" if default else ""
+    else:
+        kwargs["metavar"] = f.name.split("_")[-1].upper() if not f.metadata["choices"] else None
+        if f.metadata["choices"]:
+            kwargs["choices"] = f.metadata["choices"]
+        if f.metadata["nargs"]:
+            kwargs["nargs"] = f.metadata["nargs"]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            kwargs["type"] = type(default)
+        if default is not None:
+            shown = " ".join(default) if isinstance(default, list) else default
+            kwargs["help"] += f" (default: {shown})"
+    group.add_argument(*_field_flags(f), **kwargs)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in Config.fields():
+        if command not in f.metadata["commands"]:
+            continue
+        name = f.metadata["group"]
+        if name not in groups:
+            groups[name] = parser.add_argument_group(name)
+        _add_field(groups[name], f)
+
+
+def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Side-Step: LoRA / LoKR fine-tuning for ACE-Step 1.5. "
+        "Run without arguments for the guided wizard.")
+    parser.add_argument("--version", action="version", version=f"Side-Step {__version__}")
+    parser.add_argument("--plain", action="store_true", help="Plain text output (automatic when piped)")
+    parser.add_argument("-y", "--yes", action="store_true", help="Skip confirmation prompts")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in commands:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        add_config_arguments(p, cmd.name)
+        if cmd.extra_args:
+            cmd.extra_args(p)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    names = {f.name for f in Config.fields()}
+    return Config(**{k: v for k, v in vars(args).items() if k in names})

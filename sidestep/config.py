@@ -1,0 +1,178 @@
+"""The one configuration dataclass. The CLI (and the wizard) are generated from it.
+
+Each field carries its flag, help, group and the subcommands it belongs to in its metadata,
+so an option is declared exactly once. Defaults follow the Side-Step 0.8 argument reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidestep.errors import SidestepError
+
+TRAIN = ("fixed", "vanilla", "selective")
+PREPROCESS = ("preprocess",)
+ESTIMATE = ("estimate",)
+MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
+
+
+def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
+        choices: tuple | None = None, nargs: str | None = None, basic: bool = False) -> Any:
+    """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions."""
+    meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # Model and paths
+    checkpoint_dir: str | None = opt(None, "Model and paths", "Root checkpoints directory (holds acestep-v15-turbo/, "
+                                     "vae/, Qwen3-Embedding-0.6B/)", MODEL_CMDS + ("models", "generate"), basic=True)
+    model_variant: str = opt("turbo", "Model and paths", "Model variant (turbo, base, sft) or any model folder name",
+                             MODEL_CMDS + ("generate",), basic=True)
+    base_model: str | None = opt(None, "Model and paths", "Base a fine-tune descends from, when its config.json "
+                                 "cannot tell", MODEL_CMDS, choices=("turbo", "base", "sft"))
+    dataset_dir: str | None = opt(None, "Model and paths", "Preprocessed tensor folder (with manifest.json)",
+                                  TRAIN + ESTIMATE, basic=True)
+
+    # Device and precision
+    device: str = opt("auto", "Device and precision", "auto, cuda, cuda:N, mps, xpu or cpu",
+                      MODEL_CMDS + ("generate",))
+    precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
+                         "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
+
+    # Adapter
+    adapter_type: str = opt("lora", "Adapter", "lora (PEFT) or lokr (LyCORIS)", choices=("lora", "lokr"), basic=True)
+
+    # LoRA
+    rank: int = opt(64, "LoRA", "LoRA rank", flags=("-r", "--rank"), basic=True)
+    alpha: int = opt(128, "LoRA", "LoRA alpha (scale = alpha / rank)", basic=True)
+    dropout: float = opt(0.1, "LoRA", "Dropout on the LoRA branch")
+    attention_type: str = opt("both", "LoRA", "Attention to adapt: both, self or cross",
+                              TRAIN + ESTIMATE, choices=("both", "self", "cross"))
+    target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA",
+                                    "Projections to adapt", TRAIN + ESTIMATE, nargs="+")
+    bias: str = opt("none", "LoRA", "Bias training: none, all, lora_only", choices=("none", "all", "lora_only"))
+
+    # LoKR
+    lokr_linear_dim: int = opt(64, "LoKR", "LoKR linear dimension (like LoRA rank)")
+    lokr_linear_alpha: int = opt(128, "LoKR", "LoKR linear alpha")
+    lokr_factor: int = opt(-1, "LoKR", "Kronecker factor (-1 = automatic)")
+    lokr_decompose_both: bool = opt(False, "LoKR", "Decompose both Kronecker factors")
+    lokr_use_tucker: bool = opt(False, "LoKR", "Tucker decomposition")
+    lokr_use_scalar: bool = opt(False, "LoKR", "Trainable scalar")
+    lokr_weight_decompose: bool = opt(False, "LoKR", "DoRA-style weight decomposition")
+
+    # Training hyperparameters
+    learning_rate: float = opt(1e-4, "Training", "Learning rate (1.0 for prodigy)", flags=("--lr", "--learning-rate"),
+                               basic=True)
+    batch_size: int = opt(1, "Training", "Samples per step", basic=True)
+    gradient_accumulation: int = opt(4, "Training", "Steps accumulated per optimizer step")
+    epochs: int = opt(100, "Training", "Maximum epochs", basic=True)
+    warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)")
+    weight_decay: float = opt(0.01, "Training", "Weight decay")
+    max_grad_norm: float = opt(1.0, "Training", "Gradient clipping norm")
+    seed: int = opt(42, "Training", "Random seed", TRAIN + ESTIMATE + PREPROCESS + ("generate",))
+    shift: float = opt(3.0, "Training", "Inference shift stored with the adapter (turbo 3.0, base/sft 1.0); "
+                       "does not change training")
+    num_inference_steps: int = opt(8, "Training", "Inference steps stored with the adapter (turbo 8, base/sft 50)")
+    optimizer_type: str = opt("adamw", "Training", "adamw, adamw8bit, adafactor or prodigy",
+                              choices=("adamw", "adamw8bit", "adafactor", "prodigy"))
+    scheduler_type: str = opt("cosine", "Training", "LR schedule (prodigy forces constant)",
+                              choices=("cosine", "cosine_restarts", "linear", "constant", "constant_with_warmup"))
+    gradient_checkpointing: bool = opt(True, "Training", "Recompute activations in backward to save memory",
+                                       TRAIN + ESTIMATE)
+    offload_encoder: bool = opt(False, "Training", "Keep VAE and text encoder on the CPU except while used")
+
+    # Corrected training
+    cfg_ratio: float = opt(0.15, "Corrected training", "CFG dropout: chance a sample's condition becomes the "
+                           "learned null condition", ("fixed", "selective") + ESTIMATE)
+
+    # Data loading
+    num_workers: int = opt(4, "Data loading", "Loader worker processes (always 0 on Windows)")
+    pin_memory: bool = opt(True, "Data loading", "Pin host memory for faster GPU copies")
+    prefetch_factor: int = opt(2, "Data loading", "Batches each worker prefetches")
+    persistent_workers: bool = opt(True, "Data loading", "Keep workers alive between epochs")
+
+    # Checkpointing
+    output_dir: str | None = opt(None, "Checkpointing", "Where adapters, checkpoints and logs go", basic=True)
+    save_every: int = opt(10, "Checkpointing", "Save a resumable checkpoint every N epochs")
+    resume_from: str | None = opt(None, "Checkpointing", "Checkpoint folder to resume from")
+
+    # Logging
+    log_dir: str | None = opt(None, "Logging", "TensorBoard folder (default {output-dir}/runs)")
+    log_every: int = opt(10, "Logging", "Log loss and LR every N optimizer steps")
+    log_heavy_every: int = opt(50, "Logging", "Log per-layer gradient norms every N optimizer steps")
+    sample_every_n_epochs: int = opt(0, "Logging", "Audio preview every N epochs (0 = off)")
+
+    # Preprocessing
+    preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")
+    audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)", TRAIN + PREPROCESS,
+                                basic=True)
+    dataset_json: str | None = opt(None, "Preprocessing", "Dataset JSON with captions, lyrics and metadata",
+                                   TRAIN + PREPROCESS)
+    tensor_output: str | None = opt(None, "Preprocessing", "Where the preprocessed tensors go (a --dataset-dir)",
+                                    TRAIN + PREPROCESS, basic=True)
+    max_duration: float = opt(240.0, "Preprocessing", "Seconds of each song used (longer files are cut)",
+                              TRAIN + PREPROCESS)
+    vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
+                        TRAIN + PREPROCESS, choices=("sample", "mean"))
+
+    # Demo
+    demo_dir: str = opt("./demo", "Demo", "Folder the demo writes its tiny checkpoint and outputs to", ("demo",))
+
+    @classmethod
+    def fields(cls) -> tuple[dataclasses.Field, ...]:
+        return dataclasses.fields(cls)
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+        """Build from a JSON-like dict (presets, saved runs); unknown keys and wrong types are errors."""
+        known = {f.name: f for f in cls.fields()}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SidestepError(f"{source}: unknown option(s) {', '.join(unknown)}; remove them")
+        values = {}
+        for name, value in data.items():
+            values[name] = _coerce(known[name], value, source)
+        return cls(**values)
+
+    def save_json(self, path: str | Path) -> None:
+        from sidestep.io import atomic_write_text
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
+
+    @property
+    def effective_num_workers(self) -> int:
+        # Spawn-based workers crash on Windows with this loader (seed issue): always 0 there.
+        return 0 if sys.platform == "win32" else self.num_workers
+
+
+def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    kind = type(default) if default is not None else str
+    if value is None and default is None:
+        return None
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, str),
+          list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind]
+    if not ok(value):
+        raise SidestepError(f"{source}: option '{f.name}' must be {kind.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise SidestepError(f"{source}: option '{f.name}' must be one of {', '.join(choices)}, got {value!r}")
+    return float(value) if kind is float else value

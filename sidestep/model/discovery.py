@@ -1,0 +1,206 @@
+"""Find the models in a checkpoints root and the parts each needs (SPEC 1.1 - 1.3).
+
+A root holds DiT folders (official names or any fine-tune with an ACE-Step `config.json`),
+`vae/`, `Qwen3-Embedding-0.6B/` and the silence latent. A diffusers-format pipeline folder
+(`model_index.json` naming `AceStepPipeline`) is accepted as a model too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidestep.model.loader import SILENCE_FILE, WEIGHTS_FILE, CheckpointError
+
+OFFICIAL_MODELS: tuple[str, ...] = (
+    "acestep-v15-turbo", "acestep-v15-base", "acestep-v15-sft",
+    "acestep-v15-turbo-shift1", "acestep-v15-turbo-shift3", "acestep-v15-turbo-continuous",
+    "acestep-v15-xl-base", "acestep-v15-xl-sft", "acestep-v15-xl-turbo",
+    "acestep-v15-base-sft-fix-inst", "acestep-v15-turbo-fix-inst-shift3",
+    "acestep-v15-turbo-fix-inst-shift-continuous", "acestep-v15-turbo-fix-inst-shift-dynamic",
+    "acestep-v15-turbo-rl",
+)
+VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft"}
+BASE_VARIANTS = ("turbo", "base", "sft")
+VAE_DIR_NAMES = ("vae",)
+TEXT_ENCODER_DIR_NAMES = ("Qwen3-Embedding-0.6B",)
+# Every variant known to the code samples training t with these (SPEC 1.3).
+DEFAULT_TIMESTEP_PARAMS = {"turbo": (-0.4, 1.0), "base": (-0.4, 1.0), "sft": (-0.4, 1.0)}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One trainable model found under a checkpoints root."""
+
+    name: str
+    path: Path
+    official: bool
+    layout: str  # "official" (config.json + model.safetensors) or "diffusers" (pipeline folder)
+    is_turbo: bool
+    base_variant: str | None  # turbo / base / sft, or None when neither config nor name tells
+    timestep_mu: float | None
+    timestep_sigma: float | None
+
+    @property
+    def label(self) -> str:
+        return "official" if self.official else "custom"
+
+
+@dataclass(frozen=True)
+class TrainingModel:
+    """A model with every question answered: what training needs to know about it."""
+
+    entry: ModelEntry
+    base_variant: str
+    timestep_mu: float
+    timestep_sigma: float
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _variant_from(name: str, config: dict) -> str | None:
+    if config.get("is_turbo") is True:
+        return "turbo"
+    if config.get("model_version") in ("base", "sft") and "is_turbo" in config:
+        return config["model_version"]
+    tokens = name.lower().replace("_", "-").split("-")
+    for variant in ("sft", "base", "turbo"):  # "base-sft-fix-inst" is sft code (SPEC 1.1)
+        if variant in tokens:
+            return variant
+    return None
+
+
+def inspect_model_folder(path: Path) -> ModelEntry | None:
+    """A ModelEntry when `path` holds a DiT config or an ACE-Step diffusers pipeline, else None."""
+    index = _read_json(path / "model_index.json") if (path / "model_index.json").is_file() else None
+    if index is not None and index.get("_class_name") == "AceStepPipeline":
+        config = _read_json(path / "transformer" / "config.json") or {}
+        layout = "diffusers"
+    else:
+        config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+        if config is None or not (config.get("model_type") == "acestep" or "audio_acoustic_hidden_dim" in config):
+            return None
+        layout = "official"
+    return ModelEntry(
+        name=path.name, path=path, official=path.name in OFFICIAL_MODELS, layout=layout,
+        is_turbo=bool(config.get("is_turbo", False)), base_variant=_variant_from(path.name, config),
+        timestep_mu=config.get("timestep_mu"), timestep_sigma=config.get("timestep_sigma"),
+    )
+
+
+def _check_root(root: Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: checkpoint directory not found; pass --checkpoint-dir pointing at the "
+                              "folder that holds acestep-v15-turbo/, vae/ and Qwen3-Embedding-0.6B/")
+    return root
+
+
+def scan_models(root: str | Path) -> list[ModelEntry]:
+    """Every model folder directly under `root` (official first, then custom, by name)."""
+    root = _check_root(Path(root))
+    found = [e for p in sorted(root.iterdir()) if p.is_dir() and (e := inspect_model_folder(p))]
+    return sorted(found, key=lambda e: (not e.official, e.name))
+
+
+def fuzzy_find(models: list[ModelEntry], query: str, limit: int = 5) -> list[ModelEntry]:
+    """Models whose name contains `query`, else the closest names."""
+    q = query.lower()
+    hits = [m for m in models if q in m.name.lower()]
+    if hits:
+        return hits[:limit]
+    names = difflib.get_close_matches(q, [m.name.lower() for m in models], n=limit, cutoff=0.3)
+    return [m for n in names for m in models if m.name.lower() == n]
+
+
+def find_model(root: str | Path, variant: str) -> ModelEntry:
+    """Resolve `--model-variant` (turbo/base/sft or any folder name) under `root`."""
+    root = _check_root(Path(root))
+    folder_name = VARIANT_ALIASES.get(variant, variant)
+    entry = inspect_model_folder(root / folder_name) if (root / folder_name).is_dir() else None
+    if entry is not None:
+        return entry
+    models = scan_models(root)
+    close = fuzzy_find(models, variant)
+    hint = f"; did you mean {', '.join(m.name for m in close)}?" if close else (
+        f"; models here: {', '.join(m.name for m in models)}" if models else "; no model folders found there")
+    raise CheckpointError(f"{root / folder_name}: no ACE-Step model folder for --model-variant '{variant}'{hint}")
+
+
+def resolve_training_model(entry: ModelEntry, base_model: str | None = None) -> TrainingModel:
+    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes."""
+    if base_model is not None and base_model not in BASE_VARIANTS:
+        raise CheckpointError(f"--base-model '{base_model}': choose one of {', '.join(BASE_VARIANTS)}")
+    variant = base_model or entry.base_variant
+    mu, sigma = entry.timestep_mu, entry.timestep_sigma
+    if mu is None or sigma is None:
+        if variant is None:
+            raise CheckpointError(f"{entry.path / 'config.json'}: no timestep_mu/timestep_sigma and no way to "
+                                  "tell the base model; pass --base-model turbo|base|sft")
+        mu, sigma = DEFAULT_TIMESTEP_PARAMS[variant]
+    if variant is None:
+        raise CheckpointError(f"{entry.path / 'config.json'}: cannot tell whether '{entry.name}' descends from "
+                              "turbo, base or sft; pass --base-model turbo|base|sft")
+    return TrainingModel(entry=entry, base_variant=variant, timestep_mu=float(mu), timestep_sigma=float(sigma))
+
+
+def find_vae(root: str | Path) -> Path:
+    root = Path(root)
+    for name in VAE_DIR_NAMES:
+        if (root / name / "config.json").is_file():
+            return root / name
+    raise CheckpointError(f"{root / VAE_DIR_NAMES[0]}: VAE folder not found (needs config.json and "
+                          "diffusion_pytorch_model.safetensors); copy vae/ from the released checkpoints")
+
+
+def find_text_encoder(root: str | Path) -> Path:
+    root = Path(root)
+    for name in TEXT_ENCODER_DIR_NAMES:
+        if (root / name / "config.json").is_file():
+            return root / name
+    raise CheckpointError(f"{root / TEXT_ENCODER_DIR_NAMES[0]}: text encoder folder not found; copy "
+                          "Qwen3-Embedding-0.6B/ from the released checkpoints")
+
+
+def find_silence_latent(root: str | Path, entry: ModelEntry) -> Path:
+    """The root's silence_latent.pt is checked first, then the DiT folder's (SPEC 1.1)."""
+    for path in (Path(root) / SILENCE_FILE, entry.path / SILENCE_FILE):
+        if path.is_file():
+            return path
+    raise CheckpointError(f"{entry.path / SILENCE_FILE}: silence latent not found (also looked in {root}); "
+                          "copy it from the released checkpoint")
+
+
+@dataclass(frozen=True)
+class CheckpointParts:
+    """Where each part of one model lives."""
+
+    root: Path
+    model: ModelEntry
+    vae: Path
+    text_encoder: Path
+    silence_latent: Path | None
+
+
+def locate_parts(root: str | Path, variant: str, need: tuple[str, ...] = ("vae", "text_encoder", "silence")
+                 ) -> CheckpointParts:
+    """Find the model and the parts named in `need`; a missing one is a one-line error."""
+    entry = find_model(root, variant)
+    root = Path(root)
+    if entry.layout == "diffusers":
+        vae, text, silence = entry.path / "vae", entry.path / "text_encoder", None
+    else:
+        vae = find_vae(root) if "vae" in need else root / VAE_DIR_NAMES[0]
+        text = find_text_encoder(root) if "text_encoder" in need else root / TEXT_ENCODER_DIR_NAMES[0]
+        silence = find_silence_latent(root, entry) if "silence" in need else None
+        if entry.layout == "official" and not (entry.path / WEIGHTS_FILE).is_file():
+            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete")
+    return CheckpointParts(root=root, model=entry, vae=vae, text_encoder=text, silence_latent=silence)

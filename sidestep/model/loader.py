@@ -1,0 +1,354 @@
+"""Load official ACE-Step 1.5 checkpoint folders into diffusers' model classes.
+
+Nothing here defines a network: the DiT is `diffusers.AceStepTransformer1DModel`, the
+condition encoder `AceStepConditionEncoder`, the VAE `AutoencoderOobleck`, the text encoder
+a transformers Qwen3 model. What we add is the mapping of the released key names onto them
+(`keys.py`) and strictness: every key is used, every parameter is filled, shapes match.
+
+Modules are built on the meta device and the checkpoint tensors are assigned into them, so
+the 2B model never exists twice in memory. No code from a checkpoint folder is ever run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from sidestep.errors import SidestepError
+from sidestep.model.keys import PREFIX_TO_MODULE, diffusers_to_official, official_to_diffusers
+
+WEIGHTS_FILE = "model.safetensors"
+SILENCE_FILE = "silence_latent.pt"
+
+# config.json fields every ACE-Step DiT config carries (SPEC 1.2); their absence means the
+# folder is not an ACE-Step 1.5 DiT.
+_REQUIRED_FIELDS = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "head_dim", "in_channels", "audio_acoustic_hidden_dim",
+    "patch_size", "text_hidden_dim", "timbre_hidden_dim",
+    "num_lyric_encoder_hidden_layers", "num_timbre_encoder_hidden_layers",
+)
+
+
+class CheckpointError(SidestepError):
+    """A checkpoint folder that cannot be loaded as it is."""
+
+
+def read_dit_config(folder: Path) -> dict[str, Any]:
+    """Read and sanity-check `<folder>/config.json` of an ACE-Step 1.5 DiT."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; a DiT folder holds config.json and {WEIGHTS_FILE}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err}); re-download the checkpoint") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object; re-download the checkpoint")
+    missing = [f for f in _REQUIRED_FIELDS if f not in config]
+    if missing:
+        raise CheckpointError(f"{path}: not an ACE-Step 1.5 DiT config (missing {', '.join(missing)})")
+    return config
+
+
+def _common(config: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        num_attention_heads=config["num_attention_heads"],
+        num_key_value_heads=config["num_key_value_heads"],
+        head_dim=config["head_dim"],
+        rope_theta=config.get("rope_theta", 1_000_000.0),
+        attention_bias=config.get("attention_bias", False),
+        attention_dropout=config.get("attention_dropout", 0.0),
+        rms_norm_eps=config.get("rms_norm_eps", 1e-6),
+        sliding_window=config.get("sliding_window", 128),
+    )
+
+
+def transformer_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """`AceStepTransformer1DModel(**kwargs)` for an official config.json."""
+    return dict(
+        _common(config),
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],  # Q18: never `inner_mlp_width`
+        num_hidden_layers=config["num_hidden_layers"],
+        in_channels=config["in_channels"],
+        audio_acoustic_hidden_dim=config["audio_acoustic_hidden_dim"],
+        patch_size=config["patch_size"],
+        layer_types=config.get("layer_types"),
+        encoder_hidden_size=config.get("encoder_hidden_size"),  # XL only
+        is_turbo=bool(config.get("is_turbo", False)),
+        model_version=config.get("model_version"),
+    )
+
+
+def _encoder_dims(config: dict[str, Any]) -> dict[str, Any]:
+    """XL builds encoder, tokenizer and null embedding at the encoder width (SPEC 1.4)."""
+    common = _common(config)
+    common["num_attention_heads"] = config.get("encoder_num_attention_heads", common["num_attention_heads"])
+    common["num_key_value_heads"] = config.get("encoder_num_key_value_heads", common["num_key_value_heads"])
+    return dict(
+        common,
+        hidden_size=config.get("encoder_hidden_size", config["hidden_size"]),
+        intermediate_size=config.get("encoder_intermediate_size", config["intermediate_size"]),
+    )
+
+
+def condition_encoder_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        _encoder_dims(config),
+        text_hidden_dim=config["text_hidden_dim"],
+        timbre_hidden_dim=config["timbre_hidden_dim"],
+        num_lyric_encoder_hidden_layers=config["num_lyric_encoder_hidden_layers"],
+        num_timbre_encoder_hidden_layers=config["num_timbre_encoder_hidden_layers"],
+        layer_types=config.get("layer_types"),
+    )
+
+
+def _audio_tokenizer_kwargs(config: dict[str, Any], detokenizer: bool) -> dict[str, Any]:
+    kwargs = dict(
+        _encoder_dims(config),
+        audio_acoustic_hidden_dim=config["audio_acoustic_hidden_dim"],
+        pool_window_size=config.get("pool_window_size", 5),
+        num_attention_pooler_hidden_layers=config.get("num_attention_pooler_hidden_layers", 2),
+        layer_types=config.get("layer_types"),
+    )
+    if not detokenizer:
+        kwargs.update(
+            fsq_dim=config.get("fsq_dim", kwargs["hidden_size"]),
+            fsq_input_levels=config.get("fsq_input_levels"),
+            fsq_input_num_quantizers=config.get("fsq_input_num_quantizers", 1),
+        )
+    return kwargs
+
+
+def build_modules(config: dict[str, Any], device: str | torch.device = "meta") -> dict[str, torch.nn.Module]:
+    """Build the four diffusers modules of an official checkpoint (default: on meta, no memory)."""
+    from diffusers import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import (
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
+
+    with torch.device(device):
+        return {
+            "transformer": AceStepTransformer1DModel(**transformer_kwargs(config)),
+            "condition_encoder": AceStepConditionEncoder(**condition_encoder_kwargs(config)),
+            "audio_tokenizer": AceStepAudioTokenizer(**_audio_tokenizer_kwargs(config, False)),
+            "audio_token_detokenizer": AceStepAudioTokenDetokenizer(**_audio_tokenizer_kwargs(config, True)),
+        }
+
+
+def expected_official_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Official key -> shape for the network a config describes (built on meta, no weights)."""
+    shapes = {}
+    for module_name, module in build_modules(config).items():
+        for name, tensor in module.state_dict().items():
+            if module_name == "condition_encoder" and name == "silence_latent":
+                continue  # filled from silence_latent.pt, not model.safetensors
+            shapes[diffusers_to_official(module_name, name)] = tuple(tensor.shape)
+    return shapes
+
+
+def _open_weights(path: Path):
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; the DiT folder needs its {WEIGHTS_FILE}")
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable safetensors ({err}); the file is truncated or corrupt, "
+                              "re-download it") from None
+
+
+def load_silence_latent(path: Path) -> torch.Tensor:
+    """`silence_latent.pt` ([1, 64, T] channels-first) -> [1, T, 64]."""
+    try:
+        tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for bad pickles
+        raise CheckpointError(f"{path}: cannot be read ({type(err).__name__}); re-download it") from None
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 1:
+        raise CheckpointError(f"{path}: expected a tensor of shape [1, 64, T]; re-download it")
+    return tensor.transpose(1, 2).contiguous()
+
+
+@dataclass
+class DiT:
+    """The trainable half of a checkpoint: the decoder and its condition encoder."""
+
+    folder: Path
+    config: dict[str, Any]
+    transformer: torch.nn.Module
+    condition_encoder: torch.nn.Module
+    silence_latent_path: Path | None
+    audio_tokenizer: torch.nn.Module | None = None
+    audio_token_detokenizer: torch.nn.Module | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def null_condition_emb(self) -> torch.nn.Parameter:
+        return self.condition_encoder.null_condition_emb
+
+    def silence_latent(self) -> torch.Tensor:
+        """[1, T_sil, 64], as loaded into the condition encoder's buffer."""
+        if self.silence_latent_path is None:
+            raise CheckpointError(f"{self.folder}: no {SILENCE_FILE} here or at the checkpoint root; "
+                                  "copy it from the released checkpoint")
+        return self.condition_encoder.silence_latent
+
+
+def load_dit(
+    folder: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    silence_latent: str | Path | None = None,
+    with_audio_tokenizer: bool = False,
+) -> DiT:
+    """Load an official DiT folder (`config.json` + `model.safetensors`) strictly.
+
+    `silence_latent` overrides where `silence_latent.pt` is read from (default: the folder).
+    The audio tokenizer/detokenizer (cover mode only) are checked key by key but only kept
+    in memory when `with_audio_tokenizer` is set.
+    """
+    folder = Path(folder)
+    config = read_dit_config(folder)
+    weights_path = folder / WEIGHTS_FILE
+    modules = build_modules(config)
+    keep = {"transformer", "condition_encoder"} | ({"audio_tokenizer", "audio_token_detokenizer"}
+                                                   if with_audio_tokenizer else set())
+    expected = {name: {k: tuple(v.shape) for k, v in module.state_dict().items()}
+                for name, module in modules.items()}
+    expected["condition_encoder"].pop("silence_latent")
+    state = {name: {} for name in modules}
+    seen: set[tuple[str, str]] = set()
+
+    with _open_weights(weights_path) as weights:
+        for key in weights.keys():
+            try:
+                module_name, name = official_to_diffusers(key)
+            except KeyError:
+                raise CheckpointError(f"{weights_path}: unexpected key '{key}'; this is not an ACE-Step 1.5 "
+                                      "checkpoint") from None
+            want = expected[module_name].get(name)
+            if want is None:
+                raise CheckpointError(f"{weights_path}: unexpected key '{key}' (config.json describes no such "
+                                      "parameter); config.json and model.safetensors do not belong together")
+            got = tuple(weights.get_slice(key).get_shape())
+            if got != want:
+                raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
+                                      f"{list(want)}; config.json and model.safetensors do not belong together")
+            seen.add((module_name, name))
+            if module_name in keep:
+                try:
+                    tensor = weights.get_tensor(key)
+                except (SafetensorError, OSError, RuntimeError) as err:
+                    raise CheckpointError(f"{weights_path}: cannot read '{key}' ({err}); the file is truncated "
+                                          "or corrupt, re-download it") from None
+                state[module_name][name] = tensor.to(device=device, dtype=dtype)
+
+    missing = [diffusers_to_official(m, n) for m, names in expected.items() for n in names if (m, n) not in seen]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"{weights_path}: missing key '{missing[0]}'{more}; the file is incomplete, "
+                              "re-download it")
+
+    silence_path = Path(silence_latent) if silence_latent else folder / SILENCE_FILE
+    silence_path = silence_path if silence_path.is_file() else None
+    if silence_path is not None:
+        state["condition_encoder"]["silence_latent"] = load_silence_latent(silence_path).to(device=device, dtype=dtype)
+    else:
+        # Not part of model.safetensors; callers that need it go through DiT.silence_latent().
+        state["condition_encoder"]["silence_latent"] = torch.zeros(
+            1, 1, config["timbre_hidden_dim"], device=device, dtype=dtype)
+
+    loaded = {}
+    for name in keep:
+        module = modules[name]
+        if name.startswith("audio_"):
+            # Their quantizer holds non-persistent buffers computed in __init__: build for real.
+            module = build_modules(config, device=device)[name]
+        if name == "condition_encoder":
+            # The buffer's placeholder length (15000) is not the file's: take the file's shape.
+            silence = state[name]["silence_latent"]
+            module.register_buffer("silence_latent", torch.empty_like(silence, device="meta"), persistent=True)
+        module.load_state_dict(state[name], strict=True, assign=True)
+        if name == "condition_encoder":
+            _cap_encoder_layers(module, config)
+        module.requires_grad_(False).eval()
+        loaded[name] = module
+    return DiT(folder=folder, config=config, silence_latent_path=silence_path, **loaded)
+
+
+def _cap_encoder_layers(encoder: torch.nn.Module, config: dict[str, Any]) -> None:
+    """Q13: the reference runs only `layers[:num_hidden_layers]` of each encoder stack."""
+    cap = config["num_hidden_layers"]
+    for stack in (encoder.lyric_encoder, encoder.timbre_encoder):
+        if len(stack.layers) > cap:
+            stack.layers = stack.layers[:cap]
+
+
+def param_count(module: torch.nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
+
+
+__all__ = ["CheckpointError", "DiT", "load_dit", "read_dit_config", "build_modules",
+           "expected_official_shapes", "load_silence_latent", "PREFIX_TO_MODULE"]
+
+
+def load_diffusers_dit(folder: str | Path, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> DiT:
+    """A diffusers-format `AceStepPipeline` folder (`transformer/`, `condition_encoder/`)."""
+    from diffusers import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+
+    folder = Path(folder)
+    modules = {}
+    for name, cls in (("transformer", AceStepTransformer1DModel), ("condition_encoder", AceStepConditionEncoder)):
+        try:
+            modules[name] = cls.from_pretrained(folder / name, torch_dtype=dtype, local_files_only=True)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+            raise CheckpointError(f"{folder / name}: cannot load ({str(err).splitlines()[0]})") from None
+        modules[name].to(device).requires_grad_(False).eval()
+    config = dict(modules["transformer"].config)
+    config.update(text_hidden_dim=modules["condition_encoder"].config.text_hidden_dim,
+                  timbre_hidden_dim=modules["condition_encoder"].config.timbre_hidden_dim)
+    return DiT(folder=folder, config=config, silence_latent_path=folder / "condition_encoder", **modules)
+
+
+def load_vae(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """diffusers `AutoencoderOobleck` from a local `vae/` folder."""
+    from diffusers import AutoencoderOobleck
+
+    try:
+        vae = AutoencoderOobleck.from_pretrained(Path(folder), torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError, EnvironmentError) as err:
+        raise CheckpointError(f"{folder}: cannot load the VAE ({str(err).splitlines()[0]}); "
+                              "re-download vae/") from None
+    return vae.to(device).requires_grad_(False).eval()
+
+
+def load_text_encoder(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(tokenizer, Qwen3 model) from a local folder; never a hub download, never remote code."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = Path(folder)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        model = AutoModel.from_pretrained(folder, dtype=dtype, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, SafetensorError, KeyError) as err:
+        raise CheckpointError(f"{folder}: cannot load the text encoder ({str(err).splitlines()[0]}); "
+                              "re-download Qwen3-Embedding-0.6B/") from None
+    return tokenizer, model.to(device).requires_grad_(False).eval()
+
+
+def load_model_dit(entry, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                   silence_latent: str | Path | None = None) -> DiT:
+    """Load the DiT of a discovered `ModelEntry`, whatever its on-disk layout."""
+    if entry.layout == "diffusers":
+        return load_diffusers_dit(entry.path, device, dtype)
+    return load_dit(entry.path, device, dtype, silence_latent=silence_latent)
