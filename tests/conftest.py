@@ -1,3 +1,9 @@
+import os
+
+# Tiny models gain nothing from threads, and OpenMP spin-waits collapse (10x slower) when a test's
+# subprocess or another job shares the 2 cores. Set before torch is imported; subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 import warnings
 from pathlib import Path

@@ -24,7 +24,7 @@ def _field_flags(f: dataclasses.Field) -> list[str]:
 
 def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    kwargs: dict[str, Any] = dict(dest=f.name, help=f.metadata["help"], default=argparse.SUPPRESS)
+    kwargs: dict[str, Any] = dict(dest=f.name, help=f.metadata["help"].replace("%", "%%"), default=argparse.SUPPRESS)
     if isinstance(default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         kwargs["help"] += " (default: on)" if default else ""

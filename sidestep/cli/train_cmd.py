@@ -1,0 +1,79 @@
+"""`train.py fixed | vanilla`: optional preprocessing, then training, then where the files are."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.table import Table
+
+from sidestep.cli.console import get_console
+from sidestep.config import Config
+from sidestep.errors import SidestepError
+
+SUMMARY_FIELDS = ("checkpoint_dir", "model_variant", "dataset_dir", "output_dir", "adapter_type", "rank", "alpha",
+                  "attention_type", "learning_rate", "batch_size", "gradient_accumulation", "epochs",
+                  "optimizer_type", "scheduler_type", "gradient_checkpointing", "device", "precision")
+LOKR_SUMMARY = ("lokr_linear_dim", "lokr_linear_alpha", "lokr_factor")
+
+
+def summary_table(config: Config, mode: str) -> Table:
+    table = Table(title=f"Side-Step {mode} training", show_header=False)
+    fields = [f for f in SUMMARY_FIELDS if not (config.adapter_type == "lokr" and f in ("rank", "alpha"))]
+    if config.adapter_type == "lokr":
+        fields += list(LOKR_SUMMARY)
+    for name in fields:
+        table.add_row(name.replace("_", "-"), str(getattr(config, name)))
+    if mode == "fixed":
+        table.add_row("cfg-ratio", str(config.cfg_ratio))
+    return table
+
+
+def confirm(config: Config, mode: str, args: argparse.Namespace) -> None:
+    """Config summary and a confirmation before long work; --yes skips both."""
+    if getattr(args, "yes", False):
+        return
+    console = get_console()
+    console.print(summary_table(config, mode))
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = console.input("Start training? [Y/n] ").strip().lower()
+        if answer not in ("", "y", "yes"):
+            raise SidestepError("training cancelled at the confirmation prompt")
+
+
+def maybe_preprocess(config: Config) -> Config:
+    """`--preprocess`: turn --audio-dir into --tensor-output first, then train on it."""
+    if not config.preprocess:
+        return config
+    from sidestep.data.preprocess import preprocess_dataset
+
+    if not config.tensor_output:
+        raise SidestepError("--preprocess needs --tensor-output (where the tensors go)")
+    report = preprocess_dataset(config)
+    return config.replace(dataset_dir=str(report.output_dir))
+
+
+def print_result(result, config: Config) -> None:
+    console = get_console()
+    files = "adapter_config.json + adapter_model.safetensors" if config.adapter_type == "lora" else \
+        "lokr_weights.safetensors + lokr_config.json"
+    console.print(f"Training complete: {result.epochs} epochs, {result.optimizer_steps} optimizer steps in "
+                  f"{result.seconds:.1f} s, last loss {result.final_loss:.4f}", highlight=False)
+    console.print(f"Adapter: {result.output_dir} ({files})", highlight=False)
+    for folder in result.checkpoints:
+        console.print(f"Checkpoint: {folder}", highlight=False)
+    console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI) at {result.output_dir}; "
+                  f"resume with --resume-from <checkpoint folder>", highlight=False)
+
+
+def run_training(mode: str):
+    def run(config: Config, args: argparse.Namespace) -> int:
+        from sidestep.train.recipe import train
+
+        config = maybe_preprocess(config)
+        confirm(config, mode, args)
+        result = train(config, mode)
+        print_result(result, config)
+        return 0
+
+    return run

@@ -1,0 +1,80 @@
+"""Preprocessed tensors -> training batches.
+
+A dataset folder holds one `.pt` per sample (SPEC 4.6 keys) and a `manifest.json` naming
+them; without a manifest every `*.pt` in the folder is used (as upstream does).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from sidestep.errors import SidestepError
+
+TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
+               "context_latents")
+MANIFEST = "manifest.json"
+
+
+def list_samples(folder: str | Path) -> list[Path]:
+    """The sample files of a dataset folder, in manifest order (or sorted when there is none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SidestepError(f"{folder}: dataset folder not found; pass --dataset-dir pointing at preprocessed "
+                            "tensors (train.py preprocess writes them)")
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return sorted(folder.glob("*.pt"))
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        names = data["samples"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise SidestepError(f"{manifest}: unreadable or has no 'samples' list; rerun train.py preprocess "
+                            "or delete it to use every *.pt in the folder") from None
+    paths = [folder / n for n in names]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise SidestepError(f"{manifest}: names {len(missing)} missing file(s) ({', '.join(missing[:3])}"
+                            f"{', ...' if len(missing) > 3 else ''}); rerun train.py preprocess on this folder")
+    return paths
+
+
+def load_sample(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        sample = {k: data[k] for k in TENSOR_KEYS}
+    except Exception as err:  # a bad pickle raises many types
+        raise SidestepError(f"{path}: not a readable preprocessed sample ({type(err).__name__}); "
+                            "rerun train.py preprocess") from None
+    return sample
+
+
+class PreprocessedDataset(Dataset):
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.paths = list_samples(self.folder)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return load_sample(self.paths[index])
+
+
+def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Right-pad every tensor with zeros to the batch maximum (SPEC 4.6, as upstream)."""
+    batch = {}
+    for key in TENSOR_KEYS:
+        tensors = [item[key] for item in items]
+        longest = max(t.shape[0] for t in tensors)
+        padded = []
+        for t in tensors:
+            pad = torch.zeros((longest - t.shape[0], *t.shape[1:]), dtype=t.dtype)
+            padded.append(torch.cat([t, pad]) if pad.shape[0] else t)
+        batch[key] = torch.stack(padded)
+    return batch

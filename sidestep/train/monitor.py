@@ -1,0 +1,106 @@
+"""What a user sees while training: a Rich live progress line (or plain lines) and TensorBoard."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+log = logging.getLogger("sidestep.train")
+
+
+def memory_gib(device: torch.device) -> float:
+    """Peak memory so far: allocated on CUDA, resident set size elsewhere."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class TrainMonitor:
+    def __init__(self, console: Console, total_steps: int, epochs: int, log_dir: Path, device: torch.device,
+                 log_every: int, log_heavy_every: int, enabled: bool = True, plain: bool = False,
+                 show: bool = True):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.console, self.device, self.epochs = console, device, epochs
+        self.log_every, self.log_heavy_every = max(log_every, 1), max(log_heavy_every, 1)
+        self.enabled, self.show = enabled, show
+        self.plain = plain or not console.is_terminal
+        self.writer = SummaryWriter(str(log_dir)) if enabled else None
+        self.start = time.perf_counter()
+        self.timesteps: list[torch.Tensor] = []
+        self.last_loss = float("nan")
+        self.progress = None
+        if enabled and show and not self.plain:
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
+                TextColumn("{task.fields[speed]:.2f} it/s  mem {task.fields[mem]:.2f} GiB"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"),
+                                               lr=0.0, speed=0.0, mem=0.0)
+        self.total_steps = total_steps
+        self.steps_done_at_start = 0
+
+    def resume_at(self, step: int) -> None:
+        self.steps_done_at_start = step
+        if self.progress:
+            self.progress.update(self.task, completed=step)
+
+    def on_micro_batch(self, timesteps: torch.Tensor) -> None:
+        self.timesteps.append(timesteps.detach().cpu())
+
+    def on_step(self, step: int, epoch: int, loss: float, lr: float, grad_norms: dict[str, float] | None) -> None:
+        self.last_loss = loss
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.start
+        speed = (step - self.steps_done_at_start) / elapsed if elapsed > 0 else 0.0
+        mem = memory_gib(self.device)
+        if self.progress:
+            self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, lr=lr, speed=speed, mem=mem)
+        if step % self.log_every == 0:
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+            if self.timesteps:
+                self.writer.add_histogram("train/timestep", torch.cat(self.timesteps), step)
+                self.timesteps.clear()
+            log.debug("step %d epoch %d loss %.6f lr %.3e", step, epoch + 1, loss, lr)
+        if grad_norms:
+            for name, value in grad_norms.items():
+                self.writer.add_scalar(f"grad_norm/{name}", value, step)
+
+    def on_epoch_end(self, epoch: int, step: int, mean_loss: float) -> None:
+        if self.enabled and self.show and self.plain:
+            self.console.print(f"epoch {epoch + 1}/{self.epochs}  step {step}/{self.total_steps}  "
+                               f"loss {mean_loss:.4f}  mem {memory_gib(self.device):.2f} GiB", highlight=False)
+        if self.writer:
+            self.writer.add_scalar("train/epoch_loss", mean_loss, step)
+
+    def wants_grad_norms(self, step: int) -> bool:
+        return self.enabled and step % self.log_heavy_every == 0
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()
+        if self.writer:
+            self.writer.flush()
+            self.writer.close()
+
+
+def layer_grad_norms(parameters: list[tuple[str, torch.nn.Parameter]]) -> dict[str, float]:
+    """L2 norm of the adapter gradients grouped per decoder layer."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, param in parameters:
+        if param.grad is None:
+            continue
+        parts = name.replace("lycoris_layers_", "layers.").split(".")
+        key = f"layer_{parts[parts.index('layers') + 1].split('_')[0]}" if "layers" in parts else "other"
+        groups.setdefault(key, []).append(param.grad.detach().float().norm())
+    return {k: torch.stack(v).norm().item() for k, v in sorted(groups.items())}

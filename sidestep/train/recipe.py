@@ -1,0 +1,260 @@
+"""The training recipe: preprocessed tensors -> adapter files. One linear function, `train`.
+
+Modes: "fixed" (SPEC 3.1: CFG dropout + max-of-two logit-normal t from the model's config)
+and "vanilla" (SPEC 3.3: upstream's discrete turbo schedule, no dropout).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from sidestep import __version__
+from sidestep.cli.console import get_console
+from sidestep.config import Config
+from sidestep.data.dataset import PreprocessedDataset, pad_collate
+from sidestep.errors import SidestepError
+from sidestep.model import discovery
+from sidestep.model.loader import load_model_dit
+from sidestep.train import checkpoints
+from sidestep.train.adapters import build_adapter
+from sidestep.train.monitor import TrainMonitor, layer_grad_norms
+from sidestep.train.objective import Objective, flow_matching_loss
+from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
+from sidestep.train.runtime import make_fabric, resolve_runtime
+
+log = logging.getLogger("sidestep.train")
+
+
+class TrainingFailed(SidestepError):
+    """The run ended without a single optimizer step: never report it as complete."""
+
+    exit_code = 3
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    epochs: int
+    optimizer_steps: int
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
+    adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
+
+
+class _SkipFirst(Sampler):
+    """Drop the first `skip` indices of a sampler (resuming inside an epoch without loading them)."""
+
+    def __init__(self, inner: DistributedSampler):
+        self.inner, self.skip = inner, 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i, index in enumerate(self.inner):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.skip, 0)
+
+
+def validate(config: Config, mode: str) -> None:
+    checks = [
+        (config.checkpoint_dir, "pass --checkpoint-dir (the folder holding acestep-v15-turbo/ etc.)"),
+        (config.dataset_dir, "pass --dataset-dir (preprocessed tensors; see train.py preprocess)"),
+        (config.output_dir, "pass --output-dir (where the adapter is written)"),
+        (config.epochs >= 1, "--epochs must be at least 1"),
+        (config.batch_size >= 1, "--batch-size must be at least 1"),
+        (config.gradient_accumulation >= 1, "--gradient-accumulation must be at least 1"),
+        (config.learning_rate > 0, "--lr must be positive"),
+        (config.rank >= 1 and config.lokr_linear_dim >= 1, "--rank / --lokr-linear-dim must be at least 1"),
+        (0.0 <= config.dropout < 1.0, "--dropout must be in [0, 1)"),
+        (0.0 <= config.cfg_ratio <= 1.0, "--cfg-ratio must be in [0, 1]"),
+        (config.save_every >= 1, "--save-every must be at least 1"),
+        (config.max_grad_norm > 0, "--max-grad-norm must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SidestepError(f"{mode}: {message}")
+
+
+def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger: str | None) -> dict[str, Any]:
+    """Saved beside every adapter: how to use it, and how it was made."""
+    return {
+        "sidestep_version": __version__,
+        "inference": {"model_variant": model.entry.name, "base_model": model.base_variant,
+                      "shift": config.shift, "num_inference_steps": config.num_inference_steps,
+                      "trigger": trigger, "adapter_type": config.adapter_type},
+        "training": {"mode": mode, "timestep_mu": model.timestep_mu, "timestep_sigma": model.timestep_sigma},
+        "config": config.to_dict(),
+    }
+
+
+def _trigger_caption(dataset_dir: Path) -> str | None:
+    import json
+
+    try:
+        meta = json.loads((dataset_dir / "manifest.json").read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (meta.get("custom_tag") or None) if isinstance(meta, dict) else None
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def train(config: Config, mode: str, only_modules: list[str] | None = None, quiet: bool = False) -> TrainResult:
+    """Train an adapter per `config`; returns where it went. `only_modules` = selective training."""
+    validate(config, mode)
+    console = get_console()
+    runtime = resolve_runtime(config.device, config.precision)
+    fabric = make_fabric(runtime)
+    fabric.seed_everything(config.seed, verbose=False)
+    output_dir = Path(config.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
+                            "--output-dir") from None
+
+    # Model: the decoder in the compute dtype, frozen; the condition encoder only lends its null embedding.
+    model = discovery.resolve_training_model(discovery.find_model(config.checkpoint_dir, config.model_variant),
+                                             config.base_model)
+    dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype)
+    decoder, null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone()
+    del dit
+    gc.collect()
+    adapter = build_adapter(config, decoder, only=only_modules)
+    if config.gradient_checkpointing:
+        decoder.enable_gradient_checkpointing()
+    decoder.train()
+
+    # Data: every process sees its own shard; the order per epoch depends only on (seed, epoch).
+    dataset = PreprocessedDataset(config.dataset_dir)
+    if len(dataset) == 0:
+        raise TrainingFailed(f"[FAIL] {config.dataset_dir}: the dataset holds no samples, so no training step "
+                             "can run; preprocess some audio into it first")
+    sampler = _SkipFirst(DistributedSampler(dataset, num_replicas=fabric.world_size, rank=fabric.global_rank,
+                                            shuffle=True, seed=config.seed, drop_last=False))
+    workers = config.effective_num_workers
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=pad_collate,
+                        num_workers=workers, pin_memory=config.pin_memory and runtime.device.type == "cuda",
+                        prefetch_factor=config.prefetch_factor if workers > 0 else None,
+                        persistent_workers=config.persistent_workers and workers > 0)
+    batches_per_epoch = math.ceil(len(sampler.inner) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
+    total_steps = steps_per_epoch * config.epochs
+
+    optimizer = build_optimizer(config.optimizer_type, adapter.parameters(), config.learning_rate,
+                                config.weight_decay, runtime.device)
+    scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
+                                config.warmup_steps, total_steps)
+    decoder, optimizer = fabric.setup(decoder, optimizer)
+    objective = Objective(mode=mode, timestep_mu=model.timestep_mu, timestep_sigma=model.timestep_sigma,
+                          cfg_ratio=config.cfg_ratio)
+    generator = torch.Generator(device=runtime.device).manual_seed(config.seed + fabric.global_rank)
+    null_condition_emb = null_condition_emb.to(runtime.device)
+    info = run_info(config, mode, model, _trigger_caption(Path(config.dataset_dir)))
+
+    start_epoch, global_step, skip_batches = 0, 0, 0
+    if config.resume_from:
+        state = checkpoints.load_training_state(config.resume_from)
+        adapter.load_training_state(state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator)
+        start_epoch, global_step, skip_batches = state["epoch"], state["global_step"], state["batch_in_epoch"]
+        if not quiet:
+            console.print(f"Resuming from {config.resume_from}: epoch {start_epoch + 1}, optimizer step {global_step}")
+
+    monitor = TrainMonitor(console, total_steps, config.epochs,
+                           Path(config.log_dir) if config.log_dir else output_dir / "runs", runtime.device,
+                           config.log_every, config.log_heavy_every, enabled=fabric.is_global_zero, show=not quiet)
+    monitor.resume_at(global_step)
+    named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
+    result = TrainResult(output_dir=output_dir, epochs=0, optimizer_steps=0, seconds=0.0, final_loss=float("nan"))
+    started = time.perf_counter()
+
+    def state_at(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        return {"adapter": adapter.training_state(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(generator), "epoch": epoch,
+                "global_step": global_step, "batch_in_epoch": batch_in_epoch, "format": 1}
+
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            sampler.inner.set_epoch(epoch)
+            sampler.skip = skip_batches * config.batch_size
+            epoch_losses: list[float] = []
+            accumulated, group_loss = 0, 0.0
+            for i, batch in enumerate(loader, start=skip_batches):
+                batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
+                batch = {k: v.to(runtime.compute_dtype) if v.is_floating_point() else v for k, v in batch.items()}
+                group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
+                group_size = min(config.gradient_accumulation, batches_per_epoch - group_start)
+                is_step = i + 1 == group_start + group_size
+                with fabric.no_backward_sync(decoder, enabled=not is_step):
+                    loss, t = flow_matching_loss(decoder, batch, objective, generator, null_condition_emb,
+                                                 input_requires_grad=config.gradient_checkpointing)
+                    fabric.backward(loss / group_size)
+                monitor.on_micro_batch(t)
+                group_loss += loss.item() / group_size
+                accumulated += 1
+                if not is_step:
+                    continue
+                fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
+                norms = layer_grad_norms(named_trainable) if monitor.wants_grad_norms(global_step + 1) else None
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                global_step += 1
+                epoch_losses.append(group_loss)
+                result.losses.append(group_loss)
+                monitor.on_step(global_step, epoch, group_loss, scheduler.get_last_lr()[0], norms)
+                accumulated, group_loss = 0, 0.0
+            skip_batches = 0
+            result.epochs = epoch + 1
+            if epoch_losses:
+                monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses))
+            if (epoch + 1) % config.save_every == 0 and fabric.is_global_zero and epoch + 1 < config.epochs:
+                folder = checkpoints.checkpoint_dir(output_dir, epoch + 1)
+                checkpoints.save_checkpoint(folder, adapter, info, state_at(epoch + 1, 0))
+                result.checkpoints.append(folder)
+                log.info("checkpoint saved: %s", folder)
+    finally:
+        monitor.close()
+
+    result.optimizer_steps = global_step
+    result.seconds = time.perf_counter() - started
+    result.final_loss = monitor.last_loss
+    if global_step == 0:
+        raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(dataset)} samples, batch size "
+                             f"{config.batch_size}, {config.epochs} epochs); check --dataset-dir and --epochs")
+    if fabric.is_global_zero:
+        checkpoints.save_adapter(output_dir, adapter, info)
+        if config.epochs % config.save_every == 0:
+            folder = checkpoints.checkpoint_dir(output_dir, config.epochs)
+            checkpoints.save_checkpoint(folder, adapter, info, state_at(config.epochs, 0))
+            result.checkpoints.append(folder)
+    fabric.barrier()
+    result.adapter = adapter
+    return result

@@ -1,0 +1,31 @@
+"""Test data builders (real tensors in the preprocessed on-disk format, SPEC 4.6)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def write_tensor_dataset(folder: Path, n: int = 4, frames=(24, 24, 30, 36), hidden: int = 64, cond_len: int = 21,
+                         seed: int = 0, silence: torch.Tensor | None = None) -> Path:
+    """`n` samples shaped like preprocessing output (tiny model: D=64), plus manifest.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    names = []
+    for i in range(n):
+        T = frames[i % len(frames)]
+        valid = cond_len - 3 - i % 3
+        src = silence[0, :T] if silence is not None else torch.zeros(T, 64)
+        sample = {
+            "target_latents": torch.randn(T, 64, generator=g),
+            "attention_mask": torch.ones(T),
+            "encoder_hidden_states": torch.randn(cond_len, hidden, generator=g),
+            "encoder_attention_mask": torch.arange(cond_len) < valid,
+            "context_latents": torch.cat([src, torch.ones(T, 64)], dim=-1),
+            "metadata": {"filename": f"song{i}.wav", "caption": f"song {i}", "duration": T / 25},
+        }
+        torch.save(sample, folder / f"song{i}.pt")
+        names.append(f"song{i}.pt")
+    (folder / "manifest.json").write_text(json.dumps(
+        {"metadata": {"name": "test", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
+    return folder
