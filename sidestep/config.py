@@ -48,6 +48,11 @@ class Config:
     precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
                          "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
 
+    devices: int = opt(1, "Device and precision", "Processes (GPUs) per machine; >1 trains data-parallel")
+    num_nodes: int = opt(1, "Device and precision", "Machines taking part (multi-node launch, see README)")
+    strategy: str = opt("auto", "Device and precision", "Distribution strategy (Lightning Fabric)",
+                        choices=("auto", "ddp", "fsdp"))
+
     # Adapter
     adapter_type: str = opt("lora", "Adapter", "lora (PEFT) or lokr (LyCORIS)", choices=("lora", "lokr"), basic=True)
 

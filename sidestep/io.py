@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from sidestep.faults import fault_point
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -35,6 +37,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        fault_point(path.name)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -67,6 +70,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             if f.is_file():
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
+        fault_point(path.name)
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)

@@ -3,7 +3,7 @@
 import torch
 
 from sidestep.model.loader import load_dit
-from sidestep.train.objective import Objective, cfg_dropout, flow_matching_loss
+from sidestep.train.objective import Objective, cfg_dropout, draw, flow_matching_loss, sample_generators
 from sidestep.train.timesteps import TURBO_SHIFT3_TIMESTEPS, sample_discrete, sample_t_r
 
 MU, SIGMA, N = -0.4, 1.0, 20000
@@ -46,7 +46,8 @@ def test_cfg_dropout_rate_and_replacement():
     B, ratio = 10000, 0.15
     hidden = torch.randn(B, 3, 4)
     null = torch.randn(1, 1, 4)
-    out, keep = cfg_dropout(hidden, null, ratio, torch.Generator().manual_seed(1))
+    keep = draw(Objective("fixed", cfg_ratio=ratio), torch.zeros(B, 1, 1), sample_generators(1, 0, range(B))).keep
+    out = cfg_dropout(hidden, null, keep)
     dropped = (~keep).sum().item()
     assert abs(dropped - B * ratio) < 4.5 * (B * ratio * (1 - ratio)) ** 0.5
     assert torch.equal(out[keep], hidden[keep])
@@ -62,17 +63,19 @@ def test_fixed_loss_equals_independent_computation(tiny_root_readonly):
              "context_latents": torch.randn(B, T, 128, generator=g)}
     objective = Objective("fixed", timestep_mu=MU, timestep_sigma=SIGMA, cfg_ratio=0.5)
     with torch.no_grad():
-        loss, t = flow_matching_loss(dit.transformer, batch, objective, torch.Generator().manual_seed(0),
+        loss, t = flow_matching_loss(dit.transformer, batch, objective, sample_generators(5, 2, [4, 9, 1]),
                                      dit.null_condition_emb)
-        # Independently: same generator, the reference's draw order (rand, randn x0-shape, randn, randn).
-        g2 = torch.Generator().manual_seed(0)
-        keep = torch.rand(B, generator=g2) >= 0.5
+        # Independently: per-sample generators, the reference's draw order (rand, randn x0-shape, randn, randn).
+        keep, noise, t_ref = [], [], []
+        for g in sample_generators(5, 2, [4, 9, 1]):
+            keep.append(torch.rand(1, generator=g).item() >= 0.5)
+            noise.append(torch.randn(T, 64, generator=g))
+            a = torch.sigmoid(torch.randn(1, generator=g) * SIGMA + MU)
+            b = torch.sigmoid(torch.randn(1, generator=g) * SIGMA + MU)
+            t_ref.append(torch.maximum(a, b))
+        keep, noise, t_ref = torch.tensor(keep), torch.stack(noise), torch.cat(t_ref)
         enc = batch["encoder_hidden_states"].clone()
         enc[~keep] = dit.null_condition_emb[0, 0]
-        noise = torch.randn(B, T, 64, generator=g2)
-        a = torch.sigmoid(torch.randn(B, generator=g2) * SIGMA + MU)
-        b = torch.sigmoid(torch.randn(B, generator=g2) * SIGMA + MU)
-        t_ref = torch.maximum(a, b)
         x0 = batch["target_latents"]
         x_t = t_ref[:, None, None] * noise + (1 - t_ref[:, None, None]) * x0
         v = dit.transformer(hidden_states=x_t, timestep=t_ref, timestep_r=t_ref, encoder_hidden_states=enc,

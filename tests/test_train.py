@@ -12,7 +12,7 @@ from sidestep.config import Config
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.model.loader import load_dit
 from sidestep.train.adapters import load_adapter
-from sidestep.train.objective import Objective, flow_matching_loss
+from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
 from sidestep.train.recipe import train
 
 
@@ -28,8 +28,8 @@ def _config(root, dataset, out, adapter, **changes):
 def _eval_loss(decoder, batch, null_emb, seeds=range(8)):
     objective = Objective("fixed", cfg_ratio=0.0)
     with torch.no_grad():
-        return sum(flow_matching_loss(decoder, batch, objective, torch.Generator().manual_seed(s), null_emb)[0].item()
-                   for s in seeds) / len(seeds)
+        return sum(flow_matching_loss(decoder, batch, objective, sample_generators(s, 0, batch["index"].tolist()),
+                                      null_emb)[0].item() for s in seeds) / len(seeds)
 
 
 def _base_weights(decoder):

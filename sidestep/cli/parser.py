@@ -73,3 +73,23 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     names = {f.name for f in Config.fields()}
     return Config(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def config_to_argv(config: Config, command: str) -> list[str]:
+    """CLI arguments that reproduce `config` for `command` (only what differs from the defaults)."""
+    import shlex
+
+    default = Config()
+    argv: list[str] = []
+    for f in Config.fields():
+        value = getattr(config, f.name)
+        if command not in f.metadata["commands"] or value == getattr(default, f.name):
+            continue
+        flag = _field_flags(f)[-1]
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            argv += [flag, *map(shlex.quote, value)]
+        else:
+            argv += [flag, shlex.quote(str(value))]
+    return [command, *argv]

@@ -63,12 +63,14 @@ class PreprocessedDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return load_sample(self.paths[index])
+        sample = load_sample(self.paths[index])
+        sample["index"] = torch.tensor(index)  # seeds this sample's noise (see train/objective.py)
+        return sample
 
 
 def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Right-pad every tensor with zeros to the batch maximum (SPEC 4.6, as upstream)."""
-    batch = {}
+    batch = {"index": torch.stack([item["index"] for item in items])} if "index" in items[0] else {}
     for key in TENSOR_KEYS:
         tensors = [item[key] for item in items]
         longest = max(t.shape[0] for t in tensors)

@@ -154,6 +154,8 @@ class LoraAdapter:
         """The LoraConfig that diffusers reads from the safetensors header (SPEC 0), diffusers names."""
         config = self.export_config()
         config["target_modules"] = short_target_names(self.modules, self.decoder, official=False)
+        # diffusers builds the LoRA layers in train mode; dropout belongs to training, never to inference.
+        config["lora_dropout"] = 0.0
         keep = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora", "use_dora",
                 "init_lora_weights", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "lora_bias")
         return {f"transformer.{k}": config[k] for k in keep if k in config}

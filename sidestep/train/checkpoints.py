@@ -98,5 +98,6 @@ def load_training_state(folder: str | Path) -> dict[str, Any]:
         raise SidestepError(f"{path}: unreadable ({type(err).__name__}); resume from an earlier checkpoint") from None
 
 
-def checkpoint_dir(output_dir: str | Path, epoch: int) -> Path:
-    return Path(output_dir) / CHECKPOINTS / f"epoch_{epoch}"
+def checkpoint_dir(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / CHECKPOINTS / name
+

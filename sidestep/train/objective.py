@@ -2,10 +2,18 @@
 
 x0 = clean latents, x1 = noise, x_t = t*x1 + (1-t)*x0, the decoder predicts v = x1 - x0,
 loss = mean((v_pred - v)^2) over every element (Q8: padding included, as upstream).
+
+Randomness is drawn per sample from its own generator, seeded from (run seed, epoch, sample
+index): a sample gets the same dropout, noise and t whatever batch, process count or resume
+point it lands in. That is what makes an interrupted run resume bit-identically and a
+2-process run equal a 1-process run with twice the batch. Within a sample the draw order is
+the reference's: fixed = dropout `rand`, noise `randn`, two `randn` for t; vanilla = noise,
+then the timestep index.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -21,37 +29,63 @@ class Objective:
     cfg_ratio: float = 0.15
 
 
-def cfg_dropout(encoder_hidden_states: torch.Tensor, null_condition_emb: torch.Tensor, cfg_ratio: float,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_generators(seed: int, epoch: int, indices: list[int], device: torch.device | str = "cpu"
+                      ) -> list[torch.Generator]:
+    """One generator per sample occurrence, independent of batching and process layout."""
+    gens = []
+    for index in indices:
+        digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+        gens.append(torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") >> 1))
+    return gens
+
+
+def cfg_dropout(encoder_hidden_states: torch.Tensor, null_condition_emb: torch.Tensor,
+                keep: torch.Tensor) -> torch.Tensor:
     """Replace each dropped sample's whole condition sequence by the learned null embedding (Q7)."""
     B = encoder_hidden_states.shape[0]
-    keep = torch.rand(B, generator=generator, device=encoder_hidden_states.device) >= cfg_ratio
     null = null_condition_emb.to(encoder_hidden_states.dtype).expand_as(encoder_hidden_states)
-    return torch.where(keep.view(B, 1, 1), encoder_hidden_states, null), keep
+    return torch.where(keep.view(B, 1, 1), encoder_hidden_states, null)
+
+
+@dataclass
+class Draws:
+    keep: torch.Tensor   # [B] bool, False = condition dropped (fixed mode only)
+    noise: torch.Tensor  # [B, T, C]
+    t: torch.Tensor      # [B]
+
+
+def draw(objective: Objective, x0: torch.Tensor, generators: list[torch.Generator]) -> Draws:
+    """All randomness of one training step, per sample, in the reference's order."""
+    keeps, noises, ts = [], [], []
+    device, shape = x0.device, x0.shape[1:]
+    for g in generators:
+        if objective.mode == "fixed":
+            keeps.append(torch.rand(1, generator=g, device=device) >= objective.cfg_ratio)
+            noises.append(torch.randn(shape, generator=g, device=device, dtype=x0.dtype))
+            ts.append(sample_t_r(1, objective.timestep_mu, objective.timestep_sigma, g, device)[0])
+        else:
+            keeps.append(torch.ones(1, dtype=torch.bool, device=device))
+            noises.append(torch.randn(shape, generator=g, device=device, dtype=x0.dtype))
+            ts.append(sample_discrete(1, g, device, x0.dtype))
+    # The model's forward works in the input dtype (Q5); vanilla values are already rounded to it.
+    return Draws(keep=torch.cat(keeps), noise=torch.stack(noises), t=torch.cat(ts).to(x0.dtype))
 
 
 def flow_matching_loss(decoder: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective,
-                       generator: torch.Generator, null_condition_emb: torch.Tensor | None = None,
+                       generators: list[torch.Generator], null_condition_emb: torch.Tensor | None = None,
                        input_requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss of one batch and the timesteps drawn for it. RNG order follows the reference."""
+    """Loss of one batch and the timesteps drawn for it."""
     x0 = batch["target_latents"]
+    d = draw(objective, x0, generators)
     encoder_hidden_states = batch["encoder_hidden_states"]
-    B, device = x0.shape[0], x0.device
     if objective.mode == "fixed":
-        encoder_hidden_states, _ = cfg_dropout(encoder_hidden_states, null_condition_emb, objective.cfg_ratio,
-                                               generator)
-        x1 = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-        t, _ = sample_t_r(B, objective.timestep_mu, objective.timestep_sigma, generator, device)
-        t = t.to(x0.dtype)  # the model's forward works in the input dtype (Q5)
-    else:
-        x1 = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
-        t = sample_discrete(B, generator, device, x0.dtype)
-    t_ = t.view(B, 1, 1)
-    x_t = t_ * x1 + (1.0 - t_) * x0
+        encoder_hidden_states = cfg_dropout(encoder_hidden_states, null_condition_emb, d.keep)
+    t_ = d.t.view(-1, 1, 1)
+    x_t = t_ * d.noise + (1.0 - t_) * x0
     if input_requires_grad:
         # Keeps the graph connected through checkpointed segments (Side-Step 0.8 fix).
         x_t.requires_grad_(True)
-    v_pred = decoder(hidden_states=x_t, timestep=t, timestep_r=t, encoder_hidden_states=encoder_hidden_states,
+    v_pred = decoder(hidden_states=x_t, timestep=d.t, timestep_r=d.t, encoder_hidden_states=encoder_hidden_states,
                      context_latents=batch["context_latents"]).sample
-    loss = (v_pred.float() - (x1 - x0).float()).square().mean()
-    return loss, t.detach().float()
+    loss = (v_pred.float() - (d.noise - x0).float()).square().mean()
+    return loss, d.t.detach().float()

@@ -7,8 +7,10 @@ and "vanilla" (SPEC 3.3: upstream's discrete turbo schedule, no dropout).
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +29,29 @@ from sidestep.model.loader import load_model_dit
 from sidestep.train import checkpoints
 from sidestep.train.adapters import build_adapter
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
-from sidestep.train.objective import Objective, flow_matching_loss
+from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
 from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
 from sidestep.train.runtime import make_fabric, resolve_runtime
 
 log = logging.getLogger("sidestep.train")
+
+# Settings a checkpoint must share with the run resuming from it.
+_RESUME_MUST_MATCH = {"lora": ("adapter_type", "rank", "alpha", "attention_type", "target_modules", "bias"),
+                      "lokr": ("adapter_type", "lokr_linear_dim", "lokr_linear_alpha", "lokr_factor",
+                               "lokr_decompose_both", "lokr_use_tucker", "lokr_use_scalar", "lokr_weight_decompose",
+                               "attention_type", "target_modules")}
 
 
 class TrainingFailed(SidestepError):
     """The run ended without a single optimizer step: never report it as complete."""
 
     exit_code = 3
+
+
+class TrainingInterrupted(SidestepError):
+    """Ctrl-C: a checkpoint was saved; the message holds the resume command."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -65,6 +79,31 @@ class _SkipFirst(Sampler):
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.skip, 0)
+
+
+class _StopFlag:
+    """First Ctrl-C asks for a clean stop at the next optimizer step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread (e.g. a wizard worker): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        get_console().print("\nStopping after this optimizer step and saving a checkpoint "
+                            "(Ctrl-C again to abort without saving)...")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def validate(config: Config, mode: str) -> None:
@@ -100,8 +139,6 @@ def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger:
 
 
 def _trigger_caption(dataset_dir: Path) -> str | None:
-    import json
-
     try:
         meta = json.loads((dataset_dir / "manifest.json").read_text(encoding="utf-8")).get("metadata", {})
     except (OSError, ValueError, AttributeError):
@@ -109,18 +146,48 @@ def _trigger_caption(dataset_dir: Path) -> str | None:
     return (meta.get("custom_tag") or None) if isinstance(meta, dict) else None
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+def load_resume_state(config: Config, model: discovery.TrainingModel, mode: str) -> dict[str, Any]:
+    """The checkpoint's state, after checking it belongs to this run's model and adapter."""
+    folder = Path(config.resume_from)
+    state = checkpoints.load_training_state(folder)
+    try:
+        saved = json.loads((folder / checkpoints.RUN_FILE).read_text(encoding="utf-8"))
+        saved_config, saved_model = saved["config"], saved["inference"]["model_variant"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SidestepError(f"{folder / checkpoints.RUN_FILE}: missing or unreadable; --resume-from takes a "
+                            "checkpoints/... folder written by Side-Step") from None
+    if saved_model != model.entry.name:
+        raise SidestepError(f"--resume-from {folder}: trained on model '{saved_model}', this run uses "
+                            f"'{model.entry.name}'; resume with --model-variant {saved_model}")
+    for name in _RESUME_MUST_MATCH[saved_config.get("adapter_type", "lora")]:
+        if saved_config.get(name) != getattr(config, name):
+            flag = name.replace("_", "-")
+            raise SidestepError(f"--resume-from {folder}: checkpoint has {flag} {saved_config.get(name)!r}, this "
+                                f"run asks for {getattr(config, name)!r}; pass --{flag} {saved_config.get(name)}")
+    if saved.get("training", {}).get("mode") not in (None, mode):
+        raise SidestepError(f"--resume-from {folder}: checkpoint is from '{saved['training']['mode']}' training; "
+                            f"resume it with train.py {saved['training']['mode']}")
+    return state
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    """Global RNG (LoRA dropout); the loss's own randomness is derived per sample."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+def resume_command(config: Config, mode: str, folder: Path) -> str:
+    from sidestep.cli.parser import config_to_argv
+
+    return "python train.py " + " ".join(config_to_argv(config.replace(resume_from=str(folder)), mode))
 
 
 def train(config: Config, mode: str, only_modules: list[str] | None = None, quiet: bool = False) -> TrainResult:
@@ -128,7 +195,10 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     validate(config, mode)
     console = get_console()
     runtime = resolve_runtime(config.device, config.precision)
-    fabric = make_fabric(runtime)
+    model = discovery.resolve_training_model(discovery.find_model(config.checkpoint_dir, config.model_variant),
+                                             config.base_model)
+    resume = load_resume_state(config, model, mode) if config.resume_from else None
+    fabric = make_fabric(runtime, config.devices, config.num_nodes, config.strategy)
     fabric.seed_everything(config.seed, verbose=False)
     output_dir = Path(config.output_dir)
     try:
@@ -138,8 +208,6 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                             "--output-dir") from None
 
     # Model: the decoder in the compute dtype, frozen; the condition encoder only lends its null embedding.
-    model = discovery.resolve_training_model(discovery.find_model(config.checkpoint_dir, config.model_variant),
-                                             config.base_model)
     dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype)
     decoder, null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone()
     del dit
@@ -160,7 +228,10 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=pad_collate,
                         num_workers=workers, pin_memory=config.pin_memory and runtime.device.type == "cuda",
                         prefetch_factor=config.prefetch_factor if workers > 0 else None,
-                        persistent_workers=config.persistent_workers and workers > 0)
+                        persistent_workers=config.persistent_workers and workers > 0,
+                        # Its own generator: a new epoch's iterator must not draw from the global RNG, which
+                        # drives LoRA dropout and is restored bit-exactly on resume.
+                        generator=torch.Generator().manual_seed(config.seed))
     batches_per_epoch = math.ceil(len(sampler.inner) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
     total_steps = steps_per_epoch * config.epochs
@@ -172,76 +243,94 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     decoder, optimizer = fabric.setup(decoder, optimizer)
     objective = Objective(mode=mode, timestep_mu=model.timestep_mu, timestep_sigma=model.timestep_sigma,
                           cfg_ratio=config.cfg_ratio)
-    generator = torch.Generator(device=runtime.device).manual_seed(config.seed + fabric.global_rank)
     null_condition_emb = null_condition_emb.to(runtime.device)
     info = run_info(config, mode, model, _trigger_caption(Path(config.dataset_dir)))
 
-    start_epoch, global_step, skip_batches = 0, 0, 0
-    if config.resume_from:
-        state = checkpoints.load_training_state(config.resume_from)
-        adapter.load_training_state(state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
-        start_epoch, global_step, skip_batches = state["epoch"], state["global_step"], state["batch_in_epoch"]
+    start_epoch, global_step, samples_done = 0, 0, 0
+    if resume is not None:
+        adapter.load_training_state({k: v.to(runtime.device) for k, v in resume["adapter"].items()})
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        _set_rng_state(resume["rng"])
+        start_epoch, global_step, samples_done = resume["epoch"], resume["global_step"], resume["samples_in_epoch"]
         if not quiet:
             console.print(f"Resuming from {config.resume_from}: epoch {start_epoch + 1}, optimizer step {global_step}")
+        log.info("resumed from %s at epoch %d step %d", config.resume_from, start_epoch, global_step)
 
     monitor = TrainMonitor(console, total_steps, config.epochs,
                            Path(config.log_dir) if config.log_dir else output_dir / "runs", runtime.device,
                            config.log_every, config.log_heavy_every, enabled=fabric.is_global_zero, show=not quiet)
     monitor.resume_at(global_step)
     named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
-    result = TrainResult(output_dir=output_dir, epochs=0, optimizer_steps=0, seconds=0.0, final_loss=float("nan"))
+    result = TrainResult(output_dir=output_dir, epochs=start_epoch, optimizer_steps=global_step, seconds=0.0,
+                         final_loss=float("nan"))
     started = time.perf_counter()
 
-    def state_at(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+    def state_at(epoch: int, samples_in_epoch: int) -> dict[str, Any]:
         return {"adapter": adapter.training_state(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(generator), "epoch": epoch,
-                "global_step": global_step, "batch_in_epoch": batch_in_epoch, "format": 1}
+                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
+                "global_step": global_step, "samples_in_epoch": samples_in_epoch, "world_size": fabric.world_size,
+                "format": 1}
 
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            sampler.inner.set_epoch(epoch)
-            sampler.skip = skip_batches * config.batch_size
-            epoch_losses: list[float] = []
-            accumulated, group_loss = 0, 0.0
-            for i, batch in enumerate(loader, start=skip_batches):
-                batch = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
-                batch = {k: v.to(runtime.compute_dtype) if v.is_floating_point() else v for k, v in batch.items()}
-                group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
-                group_size = min(config.gradient_accumulation, batches_per_epoch - group_start)
-                is_step = i + 1 == group_start + group_size
-                with fabric.no_backward_sync(decoder, enabled=not is_step):
-                    loss, t = flow_matching_loss(decoder, batch, objective, generator, null_condition_emb,
-                                                 input_requires_grad=config.gradient_checkpointing)
-                    fabric.backward(loss / group_size)
-                monitor.on_micro_batch(t)
-                group_loss += loss.item() / group_size
-                accumulated += 1
-                if not is_step:
-                    continue
-                fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
-                norms = layer_grad_norms(named_trainable) if monitor.wants_grad_norms(global_step + 1) else None
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-                epoch_losses.append(group_loss)
-                result.losses.append(group_loss)
-                monitor.on_step(global_step, epoch, group_loss, scheduler.get_last_lr()[0], norms)
-                accumulated, group_loss = 0, 0.0
-            skip_batches = 0
-            result.epochs = epoch + 1
-            if epoch_losses:
-                monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses))
-            if (epoch + 1) % config.save_every == 0 and fabric.is_global_zero and epoch + 1 < config.epochs:
-                folder = checkpoints.checkpoint_dir(output_dir, epoch + 1)
-                checkpoints.save_checkpoint(folder, adapter, info, state_at(epoch + 1, 0))
-                result.checkpoints.append(folder)
-                log.info("checkpoint saved: %s", folder)
-    finally:
-        monitor.close()
+    def save(folder: Path, epoch: int, samples_in_epoch: int) -> None:
+        if fabric.is_global_zero:
+            checkpoints.save_checkpoint(folder, adapter, info, state_at(epoch, samples_in_epoch))
+            result.checkpoints.append(folder)
+            log.info("checkpoint saved: %s", folder)
+        fabric.barrier()
+
+    with _StopFlag() as stop:
+        try:
+            for epoch in range(start_epoch, config.epochs):
+                sampler.inner.set_epoch(epoch)
+                skip_batches = samples_done // (config.batch_size * fabric.world_size)
+                sampler.skip = skip_batches * config.batch_size
+                epoch_losses: list[float] = []
+                group_loss = 0.0
+                for i, batch in enumerate(loader, start=skip_batches):
+                    generators = sample_generators(config.seed, epoch, batch.pop("index").tolist(), runtime.device)
+                    batch = {k: v.to(runtime.device, runtime.compute_dtype if v.is_floating_point() else None,
+                                     non_blocking=True) for k, v in batch.items()}
+                    group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
+                    group_size = min(config.gradient_accumulation, batches_per_epoch - group_start)
+                    is_step = i + 1 == group_start + group_size
+                    with fabric.no_backward_sync(decoder, enabled=not is_step):
+                        loss, t = flow_matching_loss(decoder, batch, objective, generators, null_condition_emb,
+                                                     input_requires_grad=config.gradient_checkpointing)
+                        fabric.backward(loss / group_size)
+                    monitor.on_micro_batch(t)
+                    group_loss += loss.item() / group_size
+                    if not is_step:
+                        continue
+                    fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
+                    norms = layer_grad_norms(named_trainable) if monitor.wants_grad_norms(global_step + 1) else None
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    global_step += 1
+                    epoch_losses.append(group_loss)
+                    result.losses.append(group_loss)
+                    monitor.on_step(global_step, epoch, group_loss, scheduler.get_last_lr()[0], norms)
+                    group_loss = 0.0
+                    stop_now = stop.requested if fabric.world_size == 1 else \
+                        fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
+                    if stop_now:
+                        folder = checkpoints.checkpoint_dir(output_dir, f"step_{global_step}")
+                        if i + 1 < batches_per_epoch:
+                            save(folder, epoch, (i + 1) * config.batch_size * fabric.world_size)
+                        else:  # the epoch was complete: resume at the start of the next one
+                            save(folder, epoch + 1, 0)
+                        raise TrainingInterrupted(f"interrupted at optimizer step {global_step}; checkpoint saved "
+                                                  f"to {folder}. Resume with:\n  "
+                                                  f"{resume_command(config, mode, folder)}")
+                samples_done = 0
+                result.epochs = epoch + 1
+                if epoch_losses:
+                    monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses))
+                if (epoch + 1) % config.save_every == 0:
+                    save(checkpoints.checkpoint_dir(output_dir, f"epoch_{epoch + 1}"), epoch + 1, 0)
+        finally:
+            monitor.close()
 
     result.optimizer_steps = global_step
     result.seconds = time.perf_counter() - started
@@ -251,10 +340,6 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                              f"{config.batch_size}, {config.epochs} epochs); check --dataset-dir and --epochs")
     if fabric.is_global_zero:
         checkpoints.save_adapter(output_dir, adapter, info)
-        if config.epochs % config.save_every == 0:
-            folder = checkpoints.checkpoint_dir(output_dir, config.epochs)
-            checkpoints.save_checkpoint(folder, adapter, info, state_at(config.epochs, 0))
-            result.checkpoints.append(folder)
     fabric.barrier()
     result.adapter = adapter
     return result

@@ -63,15 +63,30 @@ def resolve_runtime(device: str, precision: str) -> Runtime:
     return Runtime(device=dev, precision=resolve_precision(precision, dev))
 
 
-def make_fabric(runtime: Runtime):
-    """A Fabric on the chosen device. cuda:N is selected with torch.cuda.set_device (seed fix)."""
+def fabric_kwargs(runtime: Runtime, devices: int = 1, num_nodes: int = 1, strategy: str = "auto") -> dict:
+    """Fabric's arguments. A named `cuda:N` pins that one device (selected with set_device, seed fix)."""
+    accelerator = {"cuda": "cuda", "mps": "mps", "xpu": "xpu"}.get(runtime.device.type, "cpu")
+    if devices < 1 or num_nodes < 1:
+        raise SidestepError("--devices and --num-nodes must be at least 1")
+    chosen: int | list[int] = devices
+    if runtime.device.type == "cuda" and runtime.device.index is not None:
+        if devices > 1:
+            raise SidestepError(f"--device {runtime.device} names one GPU but --devices is {devices}; use "
+                                "--device cuda with --devices N")
+        chosen = [runtime.device.index]
+    if strategy == "auto" and (devices > 1 or num_nodes > 1) and accelerator == "cpu":
+        strategy = "ddp"  # gloo on CPU; Fabric's auto would pick a single-device strategy
+    return dict(accelerator=accelerator, devices=chosen, num_nodes=num_nodes, strategy=strategy,
+                precision=FABRIC_PRECISION[runtime.precision])
+
+
+def make_fabric(runtime: Runtime, devices: int = 1, num_nodes: int = 1, strategy: str = "auto"):
+    """A launched Fabric: one process per device (Fabric re-runs this command for ranks > 0)."""
     from lightning.fabric import Fabric
 
-    accelerator = {"cuda": "cuda", "mps": "mps", "xpu": "xpu"}.get(runtime.device.type, "cpu")
-    devices: int | list[int] = 1
-    if runtime.device.type == "cuda" and runtime.device.index is not None:
-        torch.cuda.set_device(runtime.device.index)
-        devices = [runtime.device.index]
-    fabric = Fabric(accelerator=accelerator, devices=devices, precision=FABRIC_PRECISION[runtime.precision])
+    kwargs = fabric_kwargs(runtime, devices, num_nodes, strategy)
+    if isinstance(kwargs["devices"], list):
+        torch.cuda.set_device(kwargs["devices"][0])
+    fabric = Fabric(**kwargs)
     fabric.launch()
     return fabric
