@@ -78,7 +78,7 @@ class Config:
     # Training hyperparameters
     learning_rate: float = opt(1e-4, "Training", "Learning rate (1.0 for prodigy)", flags=("--lr", "--learning-rate"),
                                basic=True)
-    batch_size: int = opt(1, "Training", "Samples per step", basic=True)
+    batch_size: int = opt(1, "Training", "Samples per step", TRAIN + ESTIMATE, basic=True)
     gradient_accumulation: int = opt(4, "Training", "Steps accumulated per optimizer step")
     epochs: int = opt(100, "Training", "Maximum epochs", basic=True)
     warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)")
@@ -129,6 +129,13 @@ class Config:
                               TRAIN + PREPROCESS)
     vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
                         TRAIN + PREPROCESS, choices=("sample", "mean"))
+
+    # Estimation and selective training
+    estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE)
+    top_k: int = opt(16, "Estimation", "Modules kept in the module config", ESTIMATE)
+    output: str = opt("module_config.json", "Estimation", "Where the module config JSON goes", ESTIMATE)
+    module_config: str | None = opt(None, "Selective", "Module config JSON from `train.py estimate` (its top-k "
+                                    "modules are the adapter targets)", ("selective",))
 
     # Demo
     demo_dir: str = opt("./demo", "Demo", "Folder the demo writes its tiny checkpoint and outputs to", ("demo",))
