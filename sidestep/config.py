@@ -22,9 +22,11 @@ MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
 
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
-        choices: tuple | None = None, nargs: str | None = None, basic: bool = False) -> Any:
-    """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions."""
-    meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic)
+        choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None) -> Any:
+    """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions;
+    `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard."""
+    meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic,
+                bounds=bounds)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -48,8 +50,10 @@ class Config:
     precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
                          "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
 
-    devices: int = opt(1, "Device and precision", "Processes (GPUs) per machine; >1 trains data-parallel")
-    num_nodes: int = opt(1, "Device and precision", "Machines taking part (multi-node launch, see README)")
+    devices: int = opt(1, "Device and precision", "Processes (GPUs) per machine; >1 trains data-parallel",
+                       bounds="[1,inf)")
+    num_nodes: int = opt(1, "Device and precision", "Machines taking part (multi-node launch, see README)",
+                         bounds="[1,inf)")
     strategy: str = opt("auto", "Device and precision", "Distribution strategy (Lightning Fabric)",
                         choices=("auto", "ddp", "fsdp"))
 
@@ -57,9 +61,9 @@ class Config:
     adapter_type: str = opt("lora", "Adapter", "lora (PEFT) or lokr (LyCORIS)", choices=("lora", "lokr"), basic=True)
 
     # LoRA
-    rank: int = opt(64, "LoRA", "LoRA rank", flags=("-r", "--rank"), basic=True)
-    alpha: int = opt(128, "LoRA", "LoRA alpha (scale = alpha / rank)", basic=True)
-    dropout: float = opt(0.1, "LoRA", "Dropout on the LoRA branch")
+    rank: int = opt(64, "LoRA", "LoRA rank", flags=("-r", "--rank"), basic=True, bounds="[1,inf)")
+    alpha: int = opt(128, "LoRA", "LoRA alpha (scale = alpha / rank)", basic=True, bounds="[1,inf)")
+    dropout: float = opt(0.1, "LoRA", "Dropout on the LoRA branch", bounds="[0,1)")
     attention_type: str = opt("both", "LoRA", "Attention to adapt: both, self or cross",
                               TRAIN + ESTIMATE, choices=("both", "self", "cross"))
     target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA",
@@ -67,8 +71,8 @@ class Config:
     bias: str = opt("none", "LoRA", "Bias training: none, all, lora_only", choices=("none", "all", "lora_only"))
 
     # LoKR
-    lokr_linear_dim: int = opt(64, "LoKR", "LoKR linear dimension (like LoRA rank)")
-    lokr_linear_alpha: int = opt(128, "LoKR", "LoKR linear alpha")
+    lokr_linear_dim: int = opt(64, "LoKR", "LoKR linear dimension (like LoRA rank)", basic=True, bounds="[1,inf)")
+    lokr_linear_alpha: int = opt(128, "LoKR", "LoKR linear alpha", basic=True, bounds="[1,inf)")
     lokr_factor: int = opt(-1, "LoKR", "Kronecker factor (-1 = automatic)")
     lokr_decompose_both: bool = opt(False, "LoKR", "Decompose both Kronecker factors")
     lokr_use_tucker: bool = opt(False, "LoKR", "Tucker decomposition")
@@ -77,17 +81,18 @@ class Config:
 
     # Training hyperparameters
     learning_rate: float = opt(1e-4, "Training", "Learning rate (1.0 for prodigy)", flags=("--lr", "--learning-rate"),
-                               basic=True)
-    batch_size: int = opt(1, "Training", "Samples per step", TRAIN + ESTIMATE, basic=True)
-    gradient_accumulation: int = opt(4, "Training", "Steps accumulated per optimizer step")
-    epochs: int = opt(100, "Training", "Maximum epochs", basic=True)
-    warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)")
-    weight_decay: float = opt(0.01, "Training", "Weight decay")
-    max_grad_norm: float = opt(1.0, "Training", "Gradient clipping norm")
+                               basic=True, bounds="(0,inf)")
+    batch_size: int = opt(1, "Training", "Samples per step", TRAIN + ESTIMATE, basic=True, bounds="[1,inf)")
+    gradient_accumulation: int = opt(4, "Training", "Steps accumulated per optimizer step", bounds="[1,inf)")
+    epochs: int = opt(100, "Training", "Maximum epochs", basic=True, bounds="[1,inf)")
+    warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)", bounds="[0,inf)")
+    weight_decay: float = opt(0.01, "Training", "Weight decay", bounds="[0,inf)")
+    max_grad_norm: float = opt(1.0, "Training", "Gradient clipping norm", bounds="(0,inf)")
     seed: int = opt(42, "Training", "Random seed", TRAIN + ESTIMATE + PREPROCESS + ("generate",))
     shift: float = opt(3.0, "Training", "Inference shift stored with the adapter (turbo 3.0, base/sft 1.0); "
                        "does not change training")
-    num_inference_steps: int = opt(8, "Training", "Inference steps stored with the adapter (turbo 8, base/sft 50)")
+    num_inference_steps: int = opt(8, "Training", "Inference steps stored with the adapter (turbo 8, base/sft 50)",
+                                   bounds="[1,inf)")
     optimizer_type: str = opt("adamw", "Training", "adamw, adamw8bit, adafactor or prodigy",
                               choices=("adamw", "adamw8bit", "adafactor", "prodigy"))
     scheduler_type: str = opt("cosine", "Training", "LR schedule (prodigy forces constant)",
@@ -98,44 +103,46 @@ class Config:
 
     # Corrected training
     cfg_ratio: float = opt(0.15, "Corrected training", "CFG dropout: chance a sample's condition becomes the "
-                           "learned null condition", ("fixed", "selective") + ESTIMATE)
+                           "learned null condition", ("fixed", "selective") + ESTIMATE, bounds="[0,1]")
 
     # Data loading
-    num_workers: int = opt(4, "Data loading", "Loader worker processes (always 0 on Windows)")
+    chunk_duration: float = opt(0.0, "Data loading", "Train on random crops of this many seconds (0 = whole "
+                                "songs); crops cover each song evenly over epochs", TRAIN + ESTIMATE)
+    num_workers: int = opt(4, "Data loading", "Loader worker processes (always 0 on Windows)", bounds="[0,inf)")
     pin_memory: bool = opt(True, "Data loading", "Pin host memory for faster GPU copies")
-    prefetch_factor: int = opt(2, "Data loading", "Batches each worker prefetches")
+    prefetch_factor: int = opt(2, "Data loading", "Batches each worker prefetches", bounds="[1,inf)")
     persistent_workers: bool = opt(True, "Data loading", "Keep workers alive between epochs")
 
     # Checkpointing
     output_dir: str | None = opt(None, "Checkpointing", "Where adapters, checkpoints and logs go", basic=True)
-    save_every: int = opt(10, "Checkpointing", "Save a resumable checkpoint every N epochs")
+    save_every: int = opt(10, "Checkpointing", "Save a resumable checkpoint every N epochs", bounds="[1,inf)")
     resume_from: str | None = opt(None, "Checkpointing", "Checkpoint folder to resume from")
 
     # Logging
     log_dir: str | None = opt(None, "Logging", "TensorBoard folder (default {output-dir}/runs)")
-    log_every: int = opt(10, "Logging", "Log loss and LR every N optimizer steps")
+    log_every: int = opt(10, "Logging", "Log loss and LR every N optimizer steps", bounds="[1,inf)")
     log_heavy_every: int = opt(50, "Logging", "Log per-layer gradient norms every N optimizer steps")
-    sample_every_n_epochs: int = opt(0, "Logging", "Audio preview every N epochs (0 = off)")
+    sample_every_n_epochs: int = opt(0, "Logging", "Audio preview every N epochs (0 = off)", bounds="[0,inf)")
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")
     audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)", TRAIN + PREPROCESS,
                                 basic=True)
     dataset_json: str | None = opt(None, "Preprocessing", "Dataset JSON with captions, lyrics and metadata",
-                                   TRAIN + PREPROCESS)
+                                   TRAIN + PREPROCESS, basic=True)
     tensor_output: str | None = opt(None, "Preprocessing", "Where the preprocessed tensors go (a --dataset-dir)",
                                     TRAIN + PREPROCESS, basic=True)
     max_duration: float = opt(240.0, "Preprocessing", "Seconds of each song used (longer files are cut)",
-                              TRAIN + PREPROCESS)
+                              TRAIN + PREPROCESS, bounds="(0,inf)")
     vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
                         TRAIN + PREPROCESS, choices=("sample", "mean"))
 
     # Estimation and selective training
-    estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE)
-    top_k: int = opt(16, "Estimation", "Modules kept in the module config", ESTIMATE)
-    output: str = opt("module_config.json", "Estimation", "Where the module config JSON goes", ESTIMATE)
+    estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE, bounds="[1,inf)")
+    top_k: int = opt(16, "Estimation", "Modules kept in the module config", ESTIMATE, basic=True, bounds="[1,inf)")
+    output: str = opt("module_config.json", "Estimation", "Where the module config JSON goes", ESTIMATE, basic=True)
     module_config: str | None = opt(None, "Selective", "Module config JSON from `train.py estimate` (its top-k "
-                                    "modules are the adapter targets)", ("selective",))
+                                    "modules are the adapter targets)", ("selective",), basic=True)
 
     # Demo
     demo_dir: str = opt("./demo", "Demo", "Folder the demo writes its tiny checkpoint and outputs to", ("demo",))
@@ -187,4 +194,20 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         raise SidestepError(f"{source}: option '{f.name}' must be one of {', '.join(choices)}, got {value!r}")
+    problem = bounds_error(f, value)
+    if problem:
+        raise SidestepError(f"{source}: option '{f.name}' {problem}")
     return float(value) if kind is float else value
+
+
+def bounds_error(f: dataclasses.Field, value: Any) -> str | None:
+    """Why `value` lies outside the field's `bounds` interval ("must be in [1, inf), got 0"), else None."""
+    bounds = f.metadata.get("bounds")
+    if not bounds or value is None:
+        return None
+    low, high = (float(x) for x in bounds[1:-1].split(","))
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[-1] == "]" else value < high
+    if above and below:
+        return None
+    return f"must be in {bounds[0]}{bounds[1:-1].replace(',', ', ')}{bounds[-1]}, got {value!r}"

@@ -16,6 +16,7 @@ from sidestep.errors import SidestepError
 
 TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
                "context_latents")
+FRAME_KEYS = ("target_latents", "attention_mask", "context_latents")  # indexed by latent frame
 MANIFEST = "manifest.json"
 
 
@@ -54,22 +55,47 @@ def load_sample(path: Path) -> dict[str, torch.Tensor]:
     return sample
 
 
+def _manifest_lengths(folder: Path) -> dict[str, int]:
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return {info["file"]: int(info["latent_frames"]) for info in data.get("sample_info", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 class PreprocessedDataset(Dataset):
+    """Samples by index, or by `(index, offset, length)` keys from `BucketBatchSampler` (a crop)."""
+
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.paths = list_samples(self.folder)
+        self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    @property
+    def lengths(self) -> list[int]:
+        """Latent frames per sample (from the manifest; files are opened only when it lacks them)."""
+        if self._lengths is None:
+            known = _manifest_lengths(self.folder)
+            self._lengths = [known.get(p.name) or load_sample(p)["target_latents"].shape[0] for p in self.paths]
+        return self._lengths
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        index, offset, length = key if isinstance(key, tuple) else (key, 0, None)
         sample = load_sample(self.paths[index])
+        if length is not None:
+            for name in FRAME_KEYS:
+                sample[name] = sample[name][offset:offset + length]
         sample["index"] = torch.tensor(index)  # seeds this sample's noise (see train/objective.py)
         return sample
 
 
 def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Right-pad every tensor with zeros to the batch maximum (SPEC 4.6, as upstream)."""
+    """Stack a batch; unequal lengths are right-padded with zeros (SPEC 4.6, as upstream).
+
+    Training batches come from `BucketBatchSampler` and never need the padding."""
     batch = {"index": torch.stack([item["index"] for item in items])} if "index" in items[0] else {}
     for key in TENSOR_KEYS:
         tensors = [item[key] for item in items]

@@ -28,6 +28,7 @@ from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
 from sidestep.model import discovery
 from sidestep.model.keys import decoder_path_to_official
+from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
 from sidestep.train.adapters import select_target_modules
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
@@ -114,6 +115,7 @@ def estimate(config: Config) -> Estimate:
     decoder, null_emb = dit.transformer, dit.null_condition_emb.detach().clone()
     del dit
     gc.collect()
+    use_fast_attention(decoder, runtime.device)
     modules = select_target_modules(decoder, config.attention_type, config.target_modules)
     objective = Objective("fixed", model.timestep_mu, model.timestep_sigma, config.cfg_ratio)
     with torch.autocast(runtime.device.type, dtype=runtime.compute_dtype, enabled=runtime.precision != "fp32"):

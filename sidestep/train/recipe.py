@@ -14,17 +14,19 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
 from sidestep import __version__
 from sidestep.cli.console import get_console
 from sidestep.config import Config
+from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.errors import SidestepError
 from sidestep.model import discovery
+from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
 from sidestep.train import checkpoints
 from sidestep.train.adapters import build_adapter
@@ -64,21 +66,6 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
-
-
-class _SkipFirst(Sampler):
-    """Drop the first `skip` indices of a sampler (resuming inside an epoch without loading them)."""
-
-    def __init__(self, inner: DistributedSampler):
-        self.inner, self.skip = inner, 0
-
-    def __iter__(self) -> Iterator[int]:
-        for i, index in enumerate(self.inner):
-            if i >= self.skip:
-                yield index
-
-    def __len__(self) -> int:
-        return max(len(self.inner) - self.skip, 0)
 
 
 class _StopFlag:
@@ -212,6 +199,7 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     decoder, null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone()
     del dit
     gc.collect()
+    use_fast_attention(decoder, runtime.device)
     adapter = build_adapter(config, decoder, only=only_modules)
     if config.gradient_checkpointing:
         decoder.enable_gradient_checkpointing()
@@ -222,17 +210,18 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     if len(dataset) == 0:
         raise TrainingFailed(f"[FAIL] {config.dataset_dir}: the dataset holds no samples, so no training step "
                              "can run; preprocess some audio into it first")
-    sampler = _SkipFirst(DistributedSampler(dataset, num_replicas=fabric.world_size, rank=fabric.global_rank,
-                                            shuffle=True, seed=config.seed, drop_last=False))
+    chunk = round(config.chunk_duration * LATENT_RATE) if config.chunk_duration > 0 else None
+    sampler = BucketBatchSampler(dataset.lengths, config.batch_size, config.seed, chunk, fabric.world_size,
+                                 fabric.global_rank)
     workers = config.effective_num_workers
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=pad_collate,
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate,
                         num_workers=workers, pin_memory=config.pin_memory and runtime.device.type == "cuda",
                         prefetch_factor=config.prefetch_factor if workers > 0 else None,
                         persistent_workers=config.persistent_workers and workers > 0,
                         # Its own generator: a new epoch's iterator must not draw from the global RNG, which
                         # drives LoRA dropout and is restored bit-exactly on resume.
                         generator=torch.Generator().manual_seed(config.seed))
-    batches_per_epoch = math.ceil(len(sampler.inner) / config.batch_size)
+    batches_per_epoch = sampler.batches_per_epoch
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
     total_steps = steps_per_epoch * config.epochs
 
@@ -282,9 +271,9 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     with _StopFlag() as stop:
         try:
             for epoch in range(start_epoch, config.epochs):
-                sampler.inner.set_epoch(epoch)
+                sampler.set_epoch(epoch)
                 skip_batches = samples_done // (config.batch_size * fabric.world_size)
-                sampler.skip = skip_batches * config.batch_size
+                sampler.skip = skip_batches
                 epoch_losses: list[float] = []
                 group_loss = 0.0
                 for i, batch in enumerate(loader, start=skip_batches):
