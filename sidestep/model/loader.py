@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import SidestepError
-from sidestep.model.keys import PREFIX_TO_MODULE, diffusers_to_official, official_to_diffusers
+from sidestep.model.keys import NULL_CONDITION_KEY, PREFIX_TO_MODULE, diffusers_to_official, official_to_diffusers
 
 WEIGHTS_FILE = "model.safetensors"
 SILENCE_FILE = "silence_latent.pt"
@@ -183,22 +183,27 @@ class DiT:
 
     folder: Path
     config: dict[str, Any]
-    transformer: torch.nn.Module
-    condition_encoder: torch.nn.Module
+    transformer: torch.nn.Module | None  # None when loaded with with_transformer=False
+    condition_encoder: torch.nn.Module | None  # None when loaded with with_condition_encoder=False
     silence_latent_path: Path | None
     audio_tokenizer: torch.nn.Module | None = None
     audio_token_detokenizer: torch.nn.Module | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def null_condition_emb(self) -> torch.nn.Parameter:
-        return self.condition_encoder.null_condition_emb
+    def null_condition_emb(self) -> torch.Tensor:
+        """The learned null condition [1, 1, D] (CFG dropout target), kept even without the encoder."""
+        if self.condition_encoder is not None:
+            return self.condition_encoder.null_condition_emb
+        return self.extra["null_condition_emb"]
 
     def silence_latent(self) -> torch.Tensor:
         """[1, T_sil, 64], as loaded into the condition encoder's buffer."""
         if self.silence_latent_path is None:
             raise CheckpointError(f"{self.folder}: no {SILENCE_FILE} here or at the checkpoint root; "
                                   "copy it from the released checkpoint")
+        if self.condition_encoder is None:
+            return load_silence_latent(self.silence_latent_path)
         return self.condition_encoder.silence_latent
 
 
@@ -208,19 +213,26 @@ def load_dit(
     dtype: torch.dtype = torch.float32,
     silence_latent: str | Path | None = None,
     with_audio_tokenizer: bool = False,
+    with_transformer: bool = True,
+    with_condition_encoder: bool = True,
 ) -> DiT:
     """Load an official DiT folder (`config.json` + `model.safetensors`) strictly.
 
     `silence_latent` overrides where `silence_latent.pt` is read from (default: the folder).
     The audio tokenizer/detokenizer (cover mode only) are checked key by key but only kept
-    in memory when `with_audio_tokenizer` is set.
+    in memory when `with_audio_tokenizer` is set. `with_transformer=False` keeps only the
+    condition encoder (preprocessing): the decoder's tensors are checked but never read.
+    `with_condition_encoder=False` keeps only the decoder and the null condition embedding
+    (training on preprocessed tensors needs nothing else).
     """
     folder = Path(folder)
     config = read_dit_config(folder)
     weights_path = folder / WEIGHTS_FILE
     modules = build_modules(config)
-    keep = {"transformer", "condition_encoder"} | ({"audio_tokenizer", "audio_token_detokenizer"}
-                                                   if with_audio_tokenizer else set())
+    keep = ({"transformer"} if with_transformer else set()) \
+        | ({"condition_encoder"} if with_condition_encoder else set()) \
+        | ({"audio_tokenizer", "audio_token_detokenizer"} if with_audio_tokenizer else set())
+    null_condition_emb = None
     expected = {name: {k: tuple(v.shape) for k, v in module.state_dict().items()}
                 for name, module in modules.items()}
     expected["condition_encoder"].pop("silence_latent")
@@ -243,6 +255,8 @@ def load_dit(
                 raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
                                       f"{list(want)}; config.json and model.safetensors do not belong together")
             seen.add((module_name, name))
+            if key == NULL_CONDITION_KEY:
+                null_condition_emb = weights.get_tensor(key).to(device=device, dtype=dtype)
             if module_name in keep:
                 try:
                     tensor = weights.get_tensor(key)
@@ -281,7 +295,10 @@ def load_dit(
             _cap_encoder_layers(module, config)
         module.requires_grad_(False).eval()
         loaded[name] = module
-    return DiT(folder=folder, config=config, silence_latent_path=silence_path, **loaded)
+    loaded.setdefault("transformer", None)
+    loaded.setdefault("condition_encoder", None)
+    return DiT(folder=folder, config=config, silence_latent_path=silence_path,
+               extra={"null_condition_emb": null_condition_emb}, **loaded)
 
 
 def _cap_encoder_layers(encoder: torch.nn.Module, config: dict[str, Any]) -> None:
@@ -347,8 +364,13 @@ def load_text_encoder(folder: str | Path, device: str | torch.device = "cpu", dt
 
 
 def load_model_dit(entry, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                   silence_latent: str | Path | None = None) -> DiT:
+                   silence_latent: str | Path | None = None, with_transformer: bool = True,
+                   with_condition_encoder: bool = True) -> DiT:
     """Load the DiT of a discovered `ModelEntry`, whatever its on-disk layout."""
     if entry.layout == "diffusers":
-        return load_diffusers_dit(entry.path, device, dtype)
-    return load_dit(entry.path, device, dtype, silence_latent=silence_latent)
+        dit = load_diffusers_dit(entry.path, device, dtype)
+        if not with_transformer:
+            dit.transformer = None
+        return dit
+    return load_dit(entry.path, device, dtype, silence_latent=silence_latent, with_transformer=with_transformer,
+                    with_condition_encoder=with_condition_encoder)

@@ -1,0 +1,168 @@
+"""Audio decoding for preprocessing (SPEC 4.1): any file soundfile reads -> stereo float at the VAE rate.
+
+Decoding is libsndfile's (through soundfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...);
+resampling is `torchaudio.transforms.Resample` with its defaults, as upstream (the functional
+form builds its kernel in the input dtype and differs in the last bits).
+A file that cannot become a training sample raises `AudioError` with a one-line reason, so
+the pipeline can skip it and say why.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+# Extensions the folder scan treats as songs. Anything else in the folder is reported as
+# unsupported rather than silently ignored.
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".wave", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aif", ".aiff")
+
+# Below -100 dBFS nothing audible is left; a file that quiet is digital silence (or dither)
+# and would teach the model nothing but a constant latent.
+SILENCE_PEAK = 1e-5
+
+# Reading this much past the cut point keeps resampling exact: the sinc filter only looks a
+# few input samples ahead (lowpass_filter_width=6), so the first max_duration seconds come
+# out identical to resampling the whole file, without decoding a 10-minute song in full.
+_RESAMPLE_MARGIN_S = 1.0
+
+# ITU-R BS.775 5.1 -> stereo (channel order L, R, C, LFE, Ls, Rs as in WAV, FLAC and
+# libsndfile's other formats); LFE is dropped, as in every standard downmix. Each output's
+# weights are normalised to sum to 1 so a full-scale input stays within [-1, 1].
+_C = 1 / math.sqrt(2)
+_DOWNMIX_51 = torch.tensor([[1.0, 0.0, _C, 0.0, _C, 0.0],
+                            [0.0, 1.0, _C, 0.0, 0.0, _C]]) / (1 + 2 * _C)
+
+
+class AudioError(Exception):
+    """A file that cannot be used as a training sample; `str()` is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """A decoded song, ready for the VAE."""
+
+    waveform: torch.Tensor  # [2, S] float32 at `sample_rate`, in [-1, 1] as decoded (no clamp)
+    sample_rate: int
+    original_duration: float  # seconds of the whole file, before --max-duration (Q16)
+    source_rate: int
+    source_channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.waveform.shape[-1] / self.sample_rate
+
+    @property
+    def truncated(self) -> bool:
+        return self.duration + 1e-9 < self.original_duration
+
+
+def check_readable(path: Path) -> None:
+    """Turn the ways a path can fail to open into reasons a musician understands."""
+    try:
+        if path.is_symlink() and not path.exists():
+            raise AudioError("unreadable: broken link (the file it points to is gone)")
+        if path.is_dir():
+            raise AudioError("unreadable: this is a folder, not an audio file")
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except PermissionError:
+        raise AudioError("unreadable: permission denied") from None
+    except OSError as err:
+        raise AudioError(f"unreadable: {err.strerror or err}") from None
+    if not head:
+        raise AudioError("empty file (0 bytes)")
+
+
+@lru_cache(maxsize=8)
+def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(source_rate, target_rate)
+
+
+def _info(path: Path) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        # libsndfile's own wording is misleading here (for a damaged mp3 it says the file
+        # "does not exist"), so the reason is ours.
+        raise AudioError("not a readable audio file: unsupported format, damaged header, or not audio "
+                         "at all (wav, flac, mp3 and ogg are read)") from None
+
+
+def probe_duration(path: str | Path) -> float:
+    """Seconds of audio in the file, from its header (raises AudioError)."""
+    path = Path(path)
+    check_readable(path)
+    info = _info(path)
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def _decode(path: Path, frames: int) -> np.ndarray:
+    """[S, C] float32 of the first `frames` frames."""
+    try:
+        data, _ = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        detail = str(err).split(":")[-1].strip() or type(err).__name__
+        raise AudioError(f"corrupt audio: decoding failed ({detail})") from None
+    if not np.isfinite(data).all():
+        raise AudioError("corrupt audio: decoded samples are NaN or infinite")
+    return data
+
+
+def to_stereo(wave: torch.Tensor) -> torch.Tensor:
+    """[C, S] -> [2, S]: mono duplicated; 5.1 downmixed per ITU-R BS.775; other counts > 2
+    averaged into left (even-numbered channels) and right (odd-numbered channels).
+
+    SPEC 4.1 describes the upstream behaviour as "first two channels"; for a surround file
+    that throws away the centre (usually the vocals), so Side-Step downmixes instead.
+    """
+    channels = wave.shape[0]
+    if channels == 1:
+        return wave.expand(2, -1).clone()
+    if channels == 2:
+        return wave
+    if channels == 6:
+        return _DOWNMIX_51.to(wave.dtype) @ wave
+    return torch.stack([wave[0::2].mean(0), wave[1::2].mean(0)])
+
+
+def load_audio(path: str | Path, target_rate: int = 48_000, max_duration: float = 240.0,
+               min_samples: int = 1) -> AudioClip:
+    """Decode, resample to `target_rate`, make stereo, cut at `max_duration` seconds (SPEC 4.1).
+
+    Raises AudioError for unreadable, empty, zero-length, corrupt, unsupported and silent
+    files, and for clips shorter than `min_samples` output samples (the VAE hop: a shorter
+    clip has no latent frame at all).
+    """
+    path = Path(path)
+    check_readable(path)
+    info = _info(path)
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError("zero-length audio (the file holds no samples)")
+    src_rate, original = int(info.samplerate), info.frames / info.samplerate
+    keep_out = int(max_duration * target_rate)
+    keep_in = min(info.frames, math.ceil((max_duration + _RESAMPLE_MARGIN_S) * src_rate))
+    data = _decode(path, keep_in)
+    if data.shape[0] == 0:
+        raise AudioError("zero-length audio (nothing could be decoded)")
+    wave = torch.from_numpy(np.ascontiguousarray(data.T))
+    if src_rate != target_rate:
+        with torch.no_grad():
+            wave = _resampler(src_rate, target_rate)(wave)
+    wave = to_stereo(wave)[:, :keep_out].contiguous()
+    if wave.shape[-1] < max(min_samples, 1):
+        raise AudioError(f"too short: {original:.3f} s; at least {min_samples / target_rate:.2f} s is needed")
+    if float(wave.abs().max()) < SILENCE_PEAK:
+        raise AudioError("silent: every sample is (near) zero")
+    return AudioClip(waveform=wave, sample_rate=target_rate, original_duration=original,
+                     source_rate=src_rate, source_channels=int(info.channels))
+
+
+def is_audio_path(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
