@@ -99,6 +99,11 @@ class Config:
                               choices=("cosine", "cosine_restarts", "linear", "constant", "constant_with_warmup"))
     gradient_checkpointing: bool = opt(True, "Training", "Recompute activations in backward to save memory",
                                        TRAIN + ESTIMATE)
+    quantize_base: str = opt("none", "Training", "Keep the frozen decoder linears in 4-bit (nf4, bitsandbytes, "
+                             "CUDA only; LoRA trains in bf16)", choices=("none", "nf4"))
+    compile: bool = opt(False, "Training", "torch.compile the decoder blocks (CUDA graphs when --chunk-duration "
+                        "makes shapes static on CUDA)")
+    dry_run: bool = opt(False, "Training", "Print the predicted peak memory for these settings and exit")
     offload_encoder: bool = opt(False, "Training", "Keep VAE and text encoder on the CPU except while used")
 
     # Corrected training

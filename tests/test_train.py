@@ -141,3 +141,21 @@ def test_windows_forces_zero_workers(monkeypatch):
     assert Config(num_workers=8).effective_num_workers == 0
     monkeypatch.setattr("sys.platform", "linux")
     assert Config(num_workers=8).effective_num_workers == 8
+
+
+def test_compile_matches_eager(tiny_root_readonly, tmp_path):
+    dataset = write_tensor_dataset(tmp_path / "ds", n=2, frames=(24,))
+    eager = train(_config(tiny_root_readonly, dataset, tmp_path / "eager", "lora", epochs=2), "fixed", quiet=True)
+    compiled = train(_config(tiny_root_readonly, dataset, tmp_path / "compiled", "lora", epochs=2, compile=True),
+                     "fixed", quiet=True)
+    a, b = eager.adapter.export_tensors(), compiled.adapter.export_tensors()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)
+
+
+def test_quantize_base_needs_cuda(tiny_root_readonly, tmp_path, capsys):
+    dataset = write_tensor_dataset(tmp_path / "ds", n=1)
+    code = main(["--plain", "-y", "fixed", "--checkpoint-dir", str(tiny_root_readonly), "--dataset-dir", str(dataset),
+                 "--output-dir", str(tmp_path / "out"), "--quantize-base", "nf4", "--device", "cpu"])
+    assert code == 2
+    assert "--quantize-base nf4 needs a CUDA GPU" in capsys.readouterr().out

@@ -6,6 +6,7 @@ and "vanilla" (SPEC 3.3: upstream's discrete turbo schedule, no dropout).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -32,6 +33,7 @@ from sidestep.train import checkpoints
 from sidestep.train.adapters import build_adapter
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
+from sidestep.train.quantize import quantize_base
 from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
 from sidestep.train.runtime import make_fabric, resolve_runtime
 
@@ -91,6 +93,44 @@ class _StopFlag:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def compile_blocks(decoder: torch.nn.Module, device: torch.device, static_shapes: bool) -> None:
+    """torch.compile each decoder block's forward in place (module names, and so adapter keys, stay).
+
+    With gradient checkpointing the checkpoint call is compiled together with the block (dynamo
+    traces it as one region); compiling only the block inside an eager checkpoint makes the
+    recomputation disagree with the forward. On CUDA with static shapes (fixed-length crops)
+    the blocks also get CUDA graphs."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    mode = "reduce-overhead" if device.type == "cuda" and static_shapes else "default"
+    checkpointing = decoder.gradient_checkpointing
+    decoder.gradient_checkpointing = False  # the compiled forward checkpoints itself
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(decoder.layers))
+    for layer in decoder.layers:
+        forward = layer.forward
+        if checkpointing:
+            forward = functools.partial(checkpoint, forward, use_reentrant=False)
+        layer.forward = torch.compile(forward, mode=mode, dynamic=False if static_shapes else None)
+
+
+@contextlib.contextmanager
+def _compile_errors(enabled: bool):
+    """torch.compile fails at the first call, deep inside inductor: say so in one line."""
+    if not enabled:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        if "torch._dynamo" not in type(err).__module__ and "torch._inductor" not in type(err).__module__:
+            raise
+        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        raise SidestepError(f"--compile: torch.compile failed on this device ({first}); run without --compile") \
+            from None
 
 
 def validate(config: Config, mode: str) -> None:
@@ -195,14 +235,18 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                             "--output-dir") from None
 
     # Model: the decoder in the compute dtype, frozen; the condition encoder only lends its null embedding.
-    dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype)
+    dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype,
+                         with_condition_encoder=False)
     decoder, null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone()
     del dit
     gc.collect()
     use_fast_attention(decoder, runtime.device)
+    quantize_base(decoder, config.quantize_base, runtime.device, config.adapter_type)
     adapter = build_adapter(config, decoder, only=only_modules)
     if config.gradient_checkpointing:
         decoder.enable_gradient_checkpointing()
+    if config.compile:
+        compile_blocks(decoder, runtime.device, static_shapes=config.chunk_duration > 0)
     decoder.train()
 
     # Data: every process sees its own shard; the order per epoch depends only on (seed, epoch).
@@ -283,7 +327,7 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                     group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
                     group_size = min(config.gradient_accumulation, batches_per_epoch - group_start)
                     is_step = i + 1 == group_start + group_size
-                    with fabric.no_backward_sync(decoder, enabled=not is_step):
+                    with fabric.no_backward_sync(decoder, enabled=not is_step), _compile_errors(config.compile):
                         loss, t = flow_matching_loss(decoder, batch, objective, generators, null_condition_emb,
                                                      input_requires_grad=config.gradient_checkpointing)
                         fabric.backward(loss / group_size)
