@@ -66,10 +66,37 @@ def print_result(result, config: Config) -> None:
                   f"resume with --resume-from <checkpoint folder>", highlight=False)
 
 
+def print_forecast(config: Config, only_modules: list[str] | None = None) -> None:
+    """`--dry-run`: the predicted peak memory, from config.json and the dataset's lengths only."""
+    from sidestep.data.dataset import PreprocessedDataset
+    from sidestep.model import discovery
+    from sidestep.model.loader import read_dit_config
+    from sidestep.train.forecast import forecast
+    from sidestep.train.runtime import resolve_runtime
+
+    if not config.checkpoint_dir:
+        raise SidestepError("--dry-run: pass --checkpoint-dir")
+    entry = discovery.find_model(config.checkpoint_dir, config.model_variant)
+    model_config = read_dit_config(entry.path if entry.layout == "official" else entry.path / "transformer")
+    frames = max(PreprocessedDataset(config.dataset_dir).lengths, default=750) if config.dataset_dir else 750
+    runtime = resolve_runtime(config.device, config.precision)
+    result = forecast(config, model_config, runtime.device, runtime.precision, frames, only_modules=only_modules)
+    table = Table(title=f"Predicted peak memory on {runtime.device} ({runtime.precision}), "
+                        f"batch {config.batch_size} x {result.notes['frames']} frames")
+    table.add_column("part")
+    table.add_column("GiB", justify="right")
+    for name, value in result.gib().items():
+        table.add_row(name, f"{value:.3f}")
+    get_console().print(table)
+
+
 def run_training(mode: str):
     def run(config: Config, args: argparse.Namespace) -> int:
         from sidestep.train.recipe import train
 
+        if config.dry_run:
+            print_forecast(config)
+            return 0
         config = maybe_preprocess(config)
         confirm(config, mode, args)
         result = train(config, mode)
