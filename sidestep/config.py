@@ -106,6 +106,9 @@ class Config:
     dry_run: bool = opt(False, "Training", "Print the predicted peak memory for these settings and exit")
     offload_encoder: bool = opt(False, "Training", "Keep VAE and text encoder on the CPU except while used")
 
+    max_bad_steps: int = opt(5, "Training", "Stop (with a checkpoint of the last good state) after this many "
+                             "optimizer steps in a row with a NaN/inf loss or gradient; each one is skipped")
+
     # Corrected training
     cfg_ratio: float = opt(0.15, "Corrected training", "CFG dropout: chance a sample's condition becomes the "
                            "learned null condition", ("fixed", "selective") + ESTIMATE, bounds="[0,1]")

@@ -67,6 +67,7 @@ class TrainResult:
     final_loss: float
     losses: list[float] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
+    skipped_steps: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -211,6 +212,11 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+def _all_ranks(fabric, ok: bool) -> bool:
+    """True only when `ok` holds on every process (so all of them skip or step together)."""
+    return ok if fabric.world_size == 1 else fabric.strategy.reduce_boolean_decision(ok, all=True)
+
+
 def resume_command(config: Config, mode: str, folder: Path) -> str:
     from sidestep.cli.parser import config_to_argv
 
@@ -298,6 +304,7 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     result = TrainResult(output_dir=output_dir, epochs=start_epoch, optimizer_steps=global_step, seconds=0.0,
                          final_loss=float("nan"))
     started = time.perf_counter()
+    bad_steps = 0
 
     def state_at(epoch: int, samples_in_epoch: int) -> dict[str, Any]:
         return {"adapter": adapter.training_state(), "optimizer": optimizer.state_dict(),
@@ -319,7 +326,7 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                 skip_batches = samples_done // (config.batch_size * fabric.world_size)
                 sampler.skip = skip_batches
                 epoch_losses: list[float] = []
-                group_loss = 0.0
+                group_loss, bad_group = 0.0, False
                 for i, batch in enumerate(loader, start=skip_batches):
                     generators = sample_generators(config.seed, epoch, batch.pop("index").tolist(), runtime.device)
                     batch = {k: v.to(runtime.device, runtime.compute_dtype if v.is_floating_point() else None,
@@ -330,12 +337,33 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                     with fabric.no_backward_sync(decoder, enabled=not is_step), _compile_errors(config.compile):
                         loss, t = flow_matching_loss(decoder, batch, objective, generators, null_condition_emb,
                                                      input_requires_grad=config.gradient_checkpointing)
-                        fabric.backward(loss / group_size)
+                        finite = _all_ranks(fabric, bool(torch.isfinite(loss)))
+                        if finite:  # a NaN/inf loss never reaches the gradients
+                            fabric.backward(loss / group_size)
+                    bad_group |= not finite
                     monitor.on_micro_batch(t)
                     group_loss += loss.item() / group_size
                     if not is_step:
                         continue
-                    fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
+                    if not bad_group:
+                        norm = fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
+                        bad_group = not _all_ranks(fabric, bool(torch.isfinite(norm)))
+                    if bad_group:
+                        optimizer.zero_grad(set_to_none=True)
+                        bad_steps += 1
+                        result.skipped_steps += 1
+                        log.warning("non-finite loss or gradient: optimizer step %d skipped (%d in a row)",
+                                    global_step + 1, bad_steps)
+                        bad_group, group_loss = False, 0.0
+                        if bad_steps >= config.max_bad_steps:
+                            folder = checkpoints.checkpoint_dir(output_dir, f"step_{global_step}_last_good")
+                            save(folder, epoch, (i + 1) * config.batch_size * fabric.world_size)
+                            raise TrainingFailed(
+                                f"[FAIL] {bad_steps} optimizer steps in a row had a NaN/inf loss or gradient; the "
+                                f"last good state is saved to {folder}. Lower --lr (or check the data), then "
+                                f"resume with:\n  {resume_command(config, mode, folder)}")
+                        continue
+                    bad_steps = 0
                     norms = layer_grad_norms(named_trainable) if monitor.wants_grad_norms(global_step + 1) else None
                     optimizer.step()
                     scheduler.step()
