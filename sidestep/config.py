@@ -107,7 +107,8 @@ class Config:
     offload_encoder: bool = opt(False, "Training", "Keep VAE and text encoder on the CPU except while used")
 
     max_bad_steps: int = opt(5, "Training", "Stop (with a checkpoint of the last good state) after this many "
-                             "optimizer steps in a row with a NaN/inf loss or gradient; each one is skipped")
+                             "optimizer steps in a row with a NaN/inf loss or gradient; each one is skipped",
+                             bounds="[1,inf)")
 
     # Corrected training
     cfg_ratio: float = opt(0.15, "Corrected training", "CFG dropout: chance a sample's condition becomes the "
@@ -131,6 +132,16 @@ class Config:
     log_every: int = opt(10, "Logging", "Log loss and LR every N optimizer steps", bounds="[1,inf)")
     log_heavy_every: int = opt(50, "Logging", "Log per-layer gradient norms every N optimizer steps")
     sample_every_n_epochs: int = opt(0, "Logging", "Audio preview every N epochs (0 = off)", bounds="[0,inf)")
+    sample_at_start: bool = opt(False, "Logging", "Also render previews before the first step")
+    sample_prompt: list[str] = opt([], "Logging", "Preview prompt (repeatable; default: the first dataset "
+                                   "captions)", nargs="append")
+    sample_lyrics: list[str] = opt([], "Logging", "Preview lyrics (once for all prompts, or once per prompt)",
+                                   nargs="append")
+    sample_duration: float = opt(10.0, "Logging", "Seconds of audio per preview", bounds="(0,600]")
+    val_split: float = opt(0.0, "Logging", "Hold out this fraction of the dataset for a validation loss each epoch",
+                           bounds="[0,1)")
+    val_dataset_dir: str | None = opt(None, "Logging", "Validate on this preprocessed folder instead")
+    keep_best: bool = opt(False, "Logging", "Keep the adapter of the lowest validation loss in {output-dir}/best")
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")

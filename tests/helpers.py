@@ -29,3 +29,18 @@ def write_tensor_dataset(folder: Path, n: int = 4, frames=(24, 24, 30, 36), hidd
     (folder / "manifest.json").write_text(json.dumps(
         {"metadata": {"name": "test", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
     return folder
+
+
+def train_tiny_lora(root: Path, tmp: Path, epochs: int = 2, **changes):
+    """A LoRA trained for a few steps on the tiny turbo model (~2 s): (TrainResult, output dir)."""
+    from sidestep.config import Config
+    from sidestep.model.loader import load_dit
+    from sidestep.train.recipe import train
+
+    silence = load_dit(root / "acestep-v15-turbo").silence_latent()
+    dataset = write_tensor_dataset(tmp / "ds", n=2, silence=silence)
+    settings = dict(checkpoint_dir=str(root), dataset_dir=str(dataset), output_dir=str(tmp / "out"), epochs=epochs,
+                    rank=4, alpha=8, learning_rate=1e-2, warmup_steps=0, gradient_accumulation=1, dropout=0.0,
+                    num_workers=0, save_every=100, scheduler_type="constant")
+    settings.update(changes)
+    return train(Config(**settings), "fixed", quiet=True), tmp / "out"

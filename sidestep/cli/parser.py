@@ -7,7 +7,8 @@ import dataclasses
 from typing import Any, Callable
 
 from sidestep import __version__
-from sidestep.config import Config
+from sidestep.config import TRAIN, Config, bounds_error
+from sidestep.errors import SidestepError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,17 +27,20 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     kwargs: dict[str, Any] = dict(dest=f.name, help=f.metadata["help"].replace("%", "%%"), default=argparse.SUPPRESS)
     if isinstance(default, bool):
-        kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        # --no-X exists for off-by-default switches too: a preset may turn one on and a flag must undo it.
+        kwargs["action"] = argparse.BooleanOptionalAction
         kwargs["help"] += " (default: on)" if default else ""
     else:
         kwargs["metavar"] = f.name.split("_")[-1].upper() if not f.metadata["choices"] else None
         if f.metadata["choices"]:
             kwargs["choices"] = f.metadata["choices"]
-        if f.metadata["nargs"]:
+        if f.metadata["nargs"] == "append":  # repeatable flag: --x a --x b
+            kwargs["action"] = "append"
+        elif f.metadata["nargs"]:
             kwargs["nargs"] = f.metadata["nargs"]
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             kwargs["type"] = type(default)
-        if default is not None:
+        if default is not None and default != []:
             shown = " ".join(default) if isinstance(default, list) else default
             kwargs["help"] += f" (default: {shown})"
     group.add_argument(*_field_flags(f), **kwargs)
@@ -65,14 +69,28 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
     for cmd in commands:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         add_config_arguments(p, cmd.name)
+        if cmd.name in TRAIN:
+            p.add_argument("--preset", metavar="NAME", default=argparse.SUPPRESS,
+                           help="Start from a preset (built-in, ./presets/ or ~/.config/sidestep/presets/, or a "
+                           "JSON file); flags given explicitly override it")
         if cmd.extra_args:
             cmd.extra_args(p)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    names = {f.name for f in Config.fields()}
-    return Config(**{k: v for k, v in vars(args).items() if k in names})
+    """The explicitly given flags over the preset (`--preset`, validated on load) over the Config defaults."""
+    fields = {f.name: f for f in Config.fields()}
+    explicit = {k: v for k, v in vars(args).items() if k in fields}
+    for name, value in explicit.items():  # presets are checked by Config.from_dict, flags here
+        problem = bounds_error(fields[name], value)
+        if problem:
+            raise SidestepError(f"{_field_flags(fields[name])[-1]} {problem}")
+    if getattr(args, "preset", None):
+        from sidestep.wizard.presets import find_preset
+
+        return find_preset(args.preset).config().replace(**explicit)
+    return Config(**explicit)
 
 
 def config_to_argv(config: Config, command: str) -> list[str]:
@@ -88,6 +106,9 @@ def config_to_argv(config: Config, command: str) -> list[str]:
         flag = _field_flags(f)[-1]
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list) and f.metadata["nargs"] == "append":
+            for item in value:
+                argv += [flag, shlex.quote(item)]
         elif isinstance(value, list):
             argv += [flag, *map(shlex.quote, value)]
         else:

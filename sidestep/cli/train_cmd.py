@@ -54,16 +54,32 @@ def maybe_preprocess(config: Config) -> Config:
 
 
 def print_result(result, config: Config) -> None:
+    """The closing summary: what ran, how well, and where every file is."""
     console = get_console()
     files = "adapter_config.json + adapter_model.safetensors" if config.adapter_type == "lora" else \
         "lokr_weights.safetensors + lokr_config.json"
     console.print(f"Training complete: {result.epochs} epochs, {result.optimizer_steps} optimizer steps in "
                   f"{result.seconds:.1f} s, last loss {result.final_loss:.4f}", highlight=False)
-    console.print(f"Adapter: {result.output_dir} ({files})", highlight=False)
+    table = Table(title="Summary", show_header=False)
+    table.add_row("epochs", str(result.epochs))
+    table.add_row("optimizer steps", f"{result.optimizer_steps}" + (f" ({result.skipped_steps} skipped: NaN/inf)"
+                                                                   if result.skipped_steps else ""))
+    table.add_row("time", f"{result.seconds:.1f} s")
+    table.add_row("last loss", f"{result.final_loss:.4f}")
+    if result.best_val_loss is not None:
+        table.add_row("best validation loss", f"{result.best_val_loss:.4f}")
+    table.add_row("adapter", f"{result.output_dir} ({files})")
     for folder in result.checkpoints:
-        console.print(f"Checkpoint: {folder}", highlight=False)
-    console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI) at {result.output_dir}; "
-                  f"resume with --resume-from <checkpoint folder>", highlight=False)
+        table.add_row("checkpoint", str(folder))
+    for name, path in (("best adapter", result.output_dir / "best"), ("loss plot", result.output_dir / "loss.png"),
+                       ("previews", result.output_dir / "samples")):
+        if path.exists():
+            table.add_row(name, str(path))
+    console.print(table)
+    console.print(f"Adapter: {result.output_dir} ({files})", highlight=False)
+    console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI, after train.py export) at {result.output_dir}; "
+                  f"hear it with train.py generate --adapter {result.output_dir}; resume with --resume-from "
+                  "<checkpoint folder>", highlight=False)
 
 
 def print_forecast(config: Config, only_modules: list[str] | None = None) -> None:

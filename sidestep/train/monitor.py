@@ -31,7 +31,14 @@ class TrainMonitor:
         self.log_every, self.log_heavy_every = max(log_every, 1), max(log_heavy_every, 1)
         self.enabled, self.show = enabled, show
         self.plain = plain or not console.is_terminal
-        self.writer = SummaryWriter(str(log_dir)) if enabled else None
+        try:
+            self.writer = SummaryWriter(str(log_dir)) if enabled else None
+        except OSError as err:  # the first write of a run: a read-only or full --output-dir shows here
+            from sidestep.io import write_error, write_problem
+
+            full = write_problem(err)[0] == "the disk is full"
+            raise write_error(log_dir, err, "the TensorBoard logs",
+                              None if full else "choose a writable --output-dir (or --log-dir)") from None
         self.start = time.perf_counter()
         self.timesteps: list[torch.Tensor] = []
         self.last_loss = float("nan")
@@ -76,12 +83,17 @@ class TrainMonitor:
             for name, value in grad_norms.items():
                 self.writer.add_scalar(f"grad_norm/{name}", value, step)
 
-    def on_epoch_end(self, epoch: int, step: int, mean_loss: float) -> None:
+    def on_epoch_end(self, epoch: int, step: int, mean_loss: float, val_loss: float | None = None) -> None:
+        val = f"  val {val_loss:.4f}" if val_loss is not None else ""
         if self.enabled and self.show and self.plain:
             self.console.print(f"epoch {epoch + 1}/{self.epochs}  step {step}/{self.total_steps}  "
-                               f"loss {mean_loss:.4f}  mem {memory_gib(self.device):.2f} GiB", highlight=False)
+                               f"loss {mean_loss:.4f}{val}  mem {memory_gib(self.device):.2f} GiB", highlight=False)
+        elif self.progress and val:
+            self.progress.console.print(f"epoch {epoch + 1}: loss {mean_loss:.4f}{val}", highlight=False)
         if self.writer:
             self.writer.add_scalar("train/epoch_loss", mean_loss, step)
+            if val_loss is not None:
+                self.writer.add_scalar("val/loss", val_loss, step)
 
     def wants_grad_norms(self, step: int) -> bool:
         return self.enabled and step % self.log_heavy_every == 0

@@ -34,6 +34,8 @@ from sidestep.train.adapters import build_adapter
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
 from sidestep.train.quantize import quantize_base
+from sidestep.train.plots import plot_losses
+from sidestep.train.previews import log_previews
 from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
 from sidestep.train.runtime import make_fabric, resolve_runtime
 
@@ -68,6 +70,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     checkpoints: list[Path] = field(default_factory=list)
     skipped_steps: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
+    best_val_loss: float | None = None
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -212,6 +215,62 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+def _preview_sampler(config: Config, model: discovery.TrainingModel, runtime, output_dir: Path):
+    """Audio previews, prepared before the decoder is loaded: the text and condition encoders run
+    once, one at a time, and only their outputs are kept (the lowest memory order)."""
+    if not (config.sample_every_n_epochs > 0 or config.sample_at_start):
+        return None
+    from sidestep.train.previews import PreviewSampler
+
+    parts = discovery.locate_parts(config.checkpoint_dir, config.model_variant)
+    sampler = PreviewSampler(parts, None, output_dir, prompts=config.sample_prompt or None,
+                             lyrics=config.sample_lyrics or None, dataset_dir=config.dataset_dir, seed=config.seed,
+                             duration=config.sample_duration, offload=config.offload_encoder,
+                             base_variant=model.base_variant, device=runtime.device, dtype=runtime.compute_dtype)
+    sampler.prepare()
+    return sampler
+
+
+class _Subset(torch.utils.data.Dataset):
+    """Some samples of a PreprocessedDataset, addressable by the bucket sampler's keys."""
+
+    def __init__(self, dataset: PreprocessedDataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+        self.lengths = [dataset.lengths[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.dataset[(self.indices[key[0]], *key[1:])]
+        return self.dataset[self.indices[key]]
+
+
+def _datasets(config: Config):
+    """(training set, validation set or None) per --val-split / --val-dataset-dir."""
+    from sidestep.train.validation import split_dataset
+
+    dataset = PreprocessedDataset(config.dataset_dir)
+    if config.val_dataset_dir:
+        return dataset, PreprocessedDataset(config.val_dataset_dir)
+    if config.val_split > 0 and len(dataset) > 1:
+        train_idx, val_idx = split_dataset(len(dataset), config.val_split, config.seed)
+        return _Subset(dataset, train_idx), _Subset(dataset, val_idx)
+    return dataset, None
+
+
+def _validate(fabric, decoder, data, config: Config, runtime) -> float | None:
+    """Deterministic validation loss on rank 0 (the others wait)."""
+    from sidestep.train.validation import validation_loss
+
+    value = None
+    if fabric.is_global_zero:
+        value = validation_loss(decoder, data, seed=config.seed, device=runtime.device, dtype=runtime.compute_dtype)
+    fabric.barrier()
+    return value
+
+
 def _all_ranks(fabric, ok: bool) -> bool:
     """True only when `ok` holds on every process (so all of them skip or step together)."""
     return ok if fabric.world_size == 1 else fabric.strategy.reduce_boolean_decision(ok, all=True)
@@ -240,6 +299,8 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
         raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
                             "--output-dir") from None
 
+    previews = _preview_sampler(config, model, runtime, output_dir) if fabric.is_global_zero else None
+
     # Model: the decoder in the compute dtype, frozen; the condition encoder only lends its null embedding.
     dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype,
                          with_condition_encoder=False)
@@ -254,9 +315,11 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     if config.compile:
         compile_blocks(decoder, runtime.device, static_shapes=config.chunk_duration > 0)
     decoder.train()
+    if previews is not None:
+        previews.decoder = decoder
 
     # Data: every process sees its own shard; the order per epoch depends only on (seed, epoch).
-    dataset = PreprocessedDataset(config.dataset_dir)
+    dataset, val_data = _datasets(config)
     if len(dataset) == 0:
         raise TrainingFailed(f"[FAIL] {config.dataset_dir}: the dataset holds no samples, so no training step "
                              "can run; preprocess some audio into it first")
@@ -300,6 +363,24 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                            Path(config.log_dir) if config.log_dir else output_dir / "runs", runtime.device,
                            config.log_every, config.log_heavy_every, enabled=fabric.is_global_zero, show=not quiet)
     monitor.resume_at(global_step)
+    lrs: list[float] = []
+    val_points: list[tuple[int, float]] = []
+
+    def render(tag: str, adapter_on: bool = True) -> None:
+        if previews is not None:
+            rendered = previews.render(tag, adapter_on=adapter_on)
+            if monitor.writer is not None:
+                log_previews(monitor.writer, rendered, global_step, tag=f"preview/{tag.split('_')[0]}")
+
+    def plot() -> None:
+        if fabric.is_global_zero and result.losses:
+            steps = list(range(global_step - len(result.losses) + 1, global_step + 1))
+            plot_losses(output_dir, steps, result.losses, val_points, lrs)
+
+    if previews is not None and resume is None:
+        render("base", adapter_on=False)  # what the model did before any training, once
+        if config.sample_at_start:
+            render("epoch_0")
     named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
     result = TrainResult(output_dir=output_dir, epochs=start_epoch, optimizer_steps=global_step, seconds=0.0,
                          final_loss=float("nan"))
@@ -371,7 +452,8 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                     global_step += 1
                     epoch_losses.append(group_loss)
                     result.losses.append(group_loss)
-                    monitor.on_step(global_step, epoch, group_loss, scheduler.get_last_lr()[0], norms)
+                    lrs.append(scheduler.get_last_lr()[0])
+                    monitor.on_step(global_step, epoch, group_loss, lrs[-1], norms)
                     group_loss = 0.0
                     stop_now = stop.requested if fabric.world_size == 1 else \
                         fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
@@ -386,12 +468,26 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                                                   f"{resume_command(config, mode, folder)}")
                 samples_done = 0
                 result.epochs = epoch + 1
+                val = _validate(fabric, decoder, val_data, config, runtime) if val_data is not None else None
+                if val is not None:
+                    val_points.append((global_step, val))
+                    if config.keep_best and fabric.is_global_zero and val <= min(v for _, v in val_points):
+                        checkpoints.save_adapter(output_dir / "best", adapter, dict(info, best_epoch=epoch + 1,
+                                                                                    val_loss=val))
+                    result.best_val_loss = min(v for _, v in val_points)
                 if epoch_losses:
-                    monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses))
+                    monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses), val)
+                if config.sample_every_n_epochs and (epoch + 1) % config.sample_every_n_epochs == 0:
+                    render(f"epoch_{epoch + 1}")
                 if (epoch + 1) % config.save_every == 0:
                     save(checkpoints.checkpoint_dir(output_dir, f"epoch_{epoch + 1}"), epoch + 1, 0)
+        except TrainingInterrupted:
+            plot()  # the curve so far, beside the checkpoint
+            raise
         finally:
             monitor.close()
+            if previews is not None:
+                previews.release()
 
     result.optimizer_steps = global_step
     result.seconds = time.perf_counter() - started
@@ -401,6 +497,7 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                              f"{config.batch_size}, {config.epochs} epochs); check --dataset-dir and --epochs")
     if fabric.is_global_zero:
         checkpoints.save_adapter(output_dir, adapter, info)
+        plot()
     fabric.barrier()
     result.adapter = adapter
     return result

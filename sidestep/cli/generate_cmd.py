@@ -1,0 +1,136 @@
+"""`train.py generate`: a song from a prompt, with or without a Side-Step adapter."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from pathlib import Path
+
+from sidestep.cli.console import get_console
+from sidestep.config import Config
+from sidestep.errors import SidestepError
+
+MAX_DURATION = 600.0  # the released silence latent covers 600 s
+
+
+def generate_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Generation")
+    group.add_argument("--prompt", dest="gen_prompt", metavar="TEXT", help="Caption: style, genre, instruments "
+                       "(include your adapter's trigger word)")
+    group.add_argument("--lyrics", dest="gen_lyrics", metavar="TEXT", default=None,
+                       help="Lyrics with [Verse]/[Chorus] tags (default: [Instrumental])")
+    group.add_argument("--duration", dest="gen_duration", metavar="SECONDS", type=float, default=30.0,
+                       help="Length in seconds (default: 30)")
+    group.add_argument("--adapter", dest="gen_adapter", metavar="DIR", default=None,
+                       help="Side-Step adapter folder (an output dir or checkpoints/epoch_N); none = base model")
+    group.add_argument("--strength", dest="gen_strength", metavar="S", type=float, default=1.0,
+                       help="Adapter strength: 1.0 = as trained, 0 = off (default: 1.0)")
+    group.add_argument("--out", dest="gen_out", metavar="FILE.wav", default=None, help="WAV file to write")
+    group.add_argument("--steps", dest="gen_steps", metavar="N", type=int, default=None,
+                       help="Sampling steps (default: turbo 8, base/sft 50)")
+    group.add_argument("--sampler-shift", dest="gen_shift", metavar="SHIFT", type=float, default=None,
+                       help="Timestep shift (default: turbo 3.0, base/sft 1.0)")
+    group.add_argument("--guidance", dest="gen_guidance", metavar="G", type=float, default=None,
+                       help="CFG guidance for base/sft (default: 7.0; turbo never uses CFG)")
+
+
+def _check_out(out: str | None) -> Path:
+    if not out:
+        raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise SidestepError(f"--out {path}: is a folder; give a file name such as {path / 'song.wav'}")
+    parent = path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SidestepError(f"--out {path}: cannot write there ({existing} is not a writable folder); choose "
+                            "another path")
+    return path
+
+
+def _check(config: Config, args: argparse.Namespace) -> Path:
+    if not config.checkpoint_dir:
+        raise SidestepError("generate: pass --checkpoint-dir (the folder holding acestep-v15-turbo/, vae/, ...)")
+    if not args.gen_prompt or not args.gen_prompt.strip():
+        raise SidestepError("generate: pass --prompt \"...\" (a caption: style, genre, instruments)")
+    duration = args.gen_duration
+    if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION):
+        raise SidestepError(f"--duration {duration:g}: must be more than 0 and at most {MAX_DURATION:g} seconds")
+    if not math.isfinite(args.gen_strength):
+        raise SidestepError(f"--strength {args.gen_strength}: must be a number (1.0 = as trained, 0 = off)")
+    if args.gen_steps is not None and args.gen_steps < 1:
+        raise SidestepError(f"--steps {args.gen_steps}: must be at least 1")
+    if args.gen_shift is not None and not args.gen_shift > 0:
+        raise SidestepError(f"--sampler-shift {args.gen_shift}: must be positive")
+    if args.gen_guidance is not None and not args.gen_guidance >= 0:
+        raise SidestepError(f"--guidance {args.gen_guidance}: must be 0 or more (1.0 = no CFG)")
+    if args.gen_adapter is None and args.gen_strength != 1.0:
+        raise SidestepError(f"--strength {args.gen_strength:g} needs --adapter DIR (without one the base model plays)")
+    if args.gen_adapter is not None:
+        folder = Path(args.gen_adapter).expanduser()
+        if not folder.is_dir():
+            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder or "
+                                "checkpoints/epoch_N")
+        if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
+            raise SidestepError(f"--adapter {folder}: no adapter here (expected adapter_config.json + "
+                                "adapter_model.safetensors, or lokr_weights.safetensors)")
+    return _check_out(args.gen_out)
+
+
+def _trigger(folder: Path) -> str | None:
+    """The trigger tag the adapter was trained with (sidestep_run.json), if any."""
+    import json
+
+    try:
+        trigger = json.loads((folder / "sidestep_run.json").read_text(encoding="utf-8"))["inference"]["trigger"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return trigger if isinstance(trigger, str) and trigger.strip() else None
+
+
+def run_generate(config: Config, args: argparse.Namespace) -> int:
+    from sidestep.generate import build_pipeline, generate_audio, sampler_settings, set_adapter_strength, write_wav
+    from sidestep.model.discovery import locate_parts
+    from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
+    from sidestep.train.runtime import resolve_runtime
+
+    out = _check(config, args)
+    console = get_console()
+    runtime = resolve_runtime(config.device, config.precision)
+    parts = locate_parts(config.checkpoint_dir, config.model_variant)
+    settings = sampler_settings(parts.model)
+    steps = args.gen_steps or settings.steps
+    shift = args.gen_shift if args.gen_shift is not None else settings.shift
+    guidance = args.gen_guidance if args.gen_guidance is not None else settings.guidance
+
+    started = time.perf_counter()
+    dtype, device = runtime.compute_dtype, runtime.device
+    dit = load_model_dit(parts.model, device=device, dtype=dtype, silence_latent=parts.silence_latent)
+    adapter_note = "base model"
+    if args.gen_adapter is not None:
+        from sidestep.train.adapters import load_adapter
+
+        adapter = load_adapter(dit.transformer, Path(args.gen_adapter).expanduser())
+        dit.transformer.requires_grad_(False)
+        set_adapter_strength(adapter, args.gen_strength)
+        adapter_note = f"{adapter.kind} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
+        trigger = _trigger(Path(args.gen_adapter).expanduser())
+        if trigger and trigger.lower() not in args.gen_prompt.lower():
+            console.print(f"note: this adapter was trained with the trigger tag '{trigger}'; put it in --prompt "
+                          "to call up what it learned", markup=False, highlight=False)
+    dit.transformer.eval()
+    vae = load_vae(parts.vae, device=device, dtype=dtype)
+    tokenizer, text_encoder = load_text_encoder(parts.text_encoder, device=device, dtype=dtype)
+    pipeline = build_pipeline(dit, vae, tokenizer, text_encoder)
+    console.print(f"Generating {args.gen_duration:g} s with {parts.model.name} ({adapter_note}), {steps} steps, "
+                  f"shift {shift:g}, guidance {guidance:g}, seed {config.seed} on {device}...", highlight=False)
+    waveform, rate = generate_audio(pipeline, args.gen_prompt, args.gen_lyrics, args.gen_duration, config.seed,
+                                    steps=steps, shift=shift, guidance=guidance)
+    path = write_wav(out, waveform, rate)
+    console.print(f"Wrote {path} ({waveform.shape[-1] / rate:.2f} s, {rate} Hz, {waveform.shape[0]} channels) "
+                  f"in {time.perf_counter() - started:.1f} s", highlight=False)
+    return 0
