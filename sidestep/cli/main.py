@@ -15,11 +15,30 @@ log = logging.getLogger("sidestep")
 
 def _commands() -> list[Command]:
     from sidestep.cli.demo import run_demo
+    from sidestep.cli.estimate_cmd import compare_arguments, run_compare, run_estimate, run_selective
+    from sidestep.cli.export_cmd import export_arguments, run_export
+    from sidestep.cli.generate_cmd import generate_arguments, run_generate
     from sidestep.cli.models_cmd import run_models
+    from sidestep.cli.preprocess_cmd import run_preprocess
+    from sidestep.cli.train_cmd import run_training
 
     return [
         Command("demo", "End to end on a tiny built-in checkpoint (no downloads)", run_demo),
         Command("models", "List the models found under --checkpoint-dir", run_models),
+        Command("preprocess", "Turn a folder of songs (+ optional dataset JSON) into training tensors",
+                run_preprocess),
+        Command("fixed", "Corrected training: CFG dropout + the model's own timestep sampling (recommended)",
+                run_training("fixed")),
+        Command("vanilla", "Upstream ACE-Step trainer behaviour: discrete turbo timesteps, no CFG dropout",
+                run_training("vanilla")),
+        Command("estimate", "Rank the decoder's attention modules by gradient sensitivity on your data", run_estimate),
+        Command("selective", "Corrected training on the top-k modules of a module config (from estimate)",
+                run_selective),
+        Command("compare-configs", "Compare module configs: overlap, Jaccard, rank correlation, per layer",
+                run_compare, compare_arguments),
+        Command("export", "Convert an adapter folder for another client (ComfyUI)", run_export, export_arguments),
+        Command("generate", "Make a song from a prompt, with or without an adapter", run_generate,
+                generate_arguments),
     ]
 
 
@@ -29,6 +48,13 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("LyCORIS").setLevel(logging.WARNING)
+    try:
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.set_verbosity_error()
+    except ImportError:
+        pass
     try:
         from transformers.utils import logging as hf_logging
 
@@ -49,8 +75,29 @@ def _setup_logging() -> None:
     log.setLevel(logging.DEBUG)
 
 
+WIZARD_FLAGS = ("--plain", "-y", "--yes", "--debug")
+
+
+def _wants_wizard(argv: list[str]) -> bool:
+    """No subcommand, only global flags, and someone to answer (a terminal, or --plain over a pipe)."""
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    return all(a in WIZARD_FLAGS for a in argv) and (interactive or "--plain" in argv)
+
+
+def _run_wizard(argv: list[str]) -> int:
+    # Checked before building the parser: the wizard must not wait for every command's imports (torch).
+    from sidestep.wizard import run_wizard
+
+    get_console(plain="--plain" in argv)
+    _setup_logging()
+    log.info("wizard started")  # its actions call _quiet_libraries(): importing transformers here delays the menu
+    return run_wizard(plain="--plain" in argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if _wants_wizard(argv):
+        return _run_wizard(argv)
     commands = _commands()
     parser = build_parser(commands)
     args = parser.parse_args(argv)
