@@ -147,6 +147,9 @@ def main() -> None:
         pass2_resident=[m["model"] for m in pass2["resident"]["pass2_loaded"]],
         pass1_seconds=pass1["seconds"].get("pass1"), pass2_seconds=pass2["seconds"].get("pass2"),
         rss_after_imports_gib=pass1["rss_after_imports_gib"], details=dict(pass1=pass1, pass2=pass2))
+    for p in ("pass1", "pass2"):  # throughput: seconds of audio preprocessed per wall-clock second
+        if record[f"{p}_seconds"]:
+            record[f"{p}_audio_s_per_s"] = round(30 / record[f"{p}_seconds"], 3)
     if not args.no_combined:
         shutil.rmtree(root / "out", ignore_errors=True)
         both = measure(root, "12", args.precision)
