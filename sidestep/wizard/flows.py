@@ -1,0 +1,518 @@
+"""Wizard flows: training (corrected / vanilla, LoRA / LoKR), preprocessing, the experimental tools.
+
+Every question about an option is generated from `Config` field metadata (help, type, choices,
+bounds, `basic`, the subcommands that take it), so the wizard and the CLI fill the same dataclass.
+A flow ends in a summary, the equivalent CLI command and a confirmation, then calls the CLI's
+own run function for that subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich import box
+from rich.table import Table
+
+from sidestep.config import Config
+from sidestep.errors import SidestepError
+from sidestep.io import atomic_write_text
+from sidestep.wizard import presets as preset_store
+from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
+from sidestep.wizard.settings import MODES, Settings, check_checkpoint_dir
+
+# Test seam: when set, an action appends {"command", "config", "args"} to this JSON-lines file instead of running.
+DRY_RUN_ENV = "SIDESTEP_WIZARD_DRY_RUN"
+
+CONFIG_FIELDS = {f.name: f for f in Config.fields()}
+PATH_FIELDS = {"checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "log_dir", "audio_dir", "dataset_json",
+               "tensor_output", "module_config", "output"}
+# attention_type / target_modules sit in the LoRA group but choose LoKR's targets too.
+STEP_TITLES = {"LoRA": lambda a: "LoRA settings" if _adapter(a) == "lora" else "Adapter targets",
+               "LoKR": "LoKR settings (experimental)", "Training": "Training settings",
+               "Selective": "Selective training", "Estimation": "Estimation settings"}
+# Asked only where they are needed, and then an answer is needed.
+REQUIRED = ("checkpoint_dir", "dataset_dir", "output_dir", "audio_dir", "tensor_output", "module_config")
+# Training flows ask "preprocess first?" before the model questions: it decides whether dataset_dir is asked.
+PREPROCESS_STEP = ("Preprocessing",)
+LORA_ONLY = ("rank", "alpha", "dropout", "bias")
+PREPROCESS_FIRST = ("audio_dir", "dataset_json", "tensor_output", "max_duration", "vae_mode")
+MODE_LABELS = {"fixed": "Corrected (recommended): the model's own timesteps + CFG dropout",
+               "vanilla": "Vanilla: the upstream trainer (discrete turbo timesteps, no CFG dropout)"}
+LEVEL_LABELS = {"basic": "Basic: only what most people need to answer",
+                "advanced": "Advanced: every option"}
+
+
+@dataclass
+class Session:
+    """What every flow needs: the prompter, the saved settings, and how actions run."""
+
+    prompter: Prompter
+    settings: Settings
+    plain: bool = False
+    recent: dict[str, Any] = field(default_factory=dict)  # dataset used last, offered again this session
+    dry_run: Path | None = field(default_factory=lambda: Path(os.environ[DRY_RUN_ENV])
+                                 if os.environ.get(DRY_RUN_ENV) else None)
+
+    def table(self, title: str | None = None, header: bool = True) -> Table:
+        return Table(title=title, show_header=header, box=box.ASCII if self.plain else box.ROUNDED)
+
+
+# -- questions generated from Config -------------------------------------------------------------------------------
+
+def _level(answers: dict) -> str:
+    return answers.get("_level", "basic")
+
+
+def _adapter(answers: dict) -> str:
+    return answers.get("adapter_type", "lora")
+
+
+def _all(*conditions: Callable[[dict], bool] | None) -> Callable[[dict], bool]:
+    conds = [c for c in conditions if c is not None]
+    return lambda answers: all(c(answers) for c in conds)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def field_question(f: dataclasses.Field, command_of: Callable[[dict], str], basic: bool | None = None) -> Question:
+    """The question for one Config field; asked when its subcommand takes it (and in basic mode only if basic;
+    `basic` overrides the field's metadata)."""
+    default = _field_default(f)
+    kind = list if isinstance(default, list) else (type(default) if default is not None else str)
+    in_command = lambda answers: command_of(answers) in f.metadata["commands"]  # noqa: E731
+    basic = f.metadata["basic"] if basic is None else basic
+    basic = None if basic else (lambda answers: _level(answers) == "advanced")
+    flag = (f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[-1].lstrip("-")
+    return Question(key=f.name, text=f"{flag}: {f.metadata['help']}", kind=kind,
+                    choices=tuple(f.metadata["choices"] or ()), help=f.metadata["help"],
+                    optional=default is None and f.name not in REQUIRED, path=f.name in PATH_FIELDS,
+                    config_field=f, when=_all(in_command, basic))
+
+
+def config_steps(command_of: Callable[[dict], str], skip: tuple[str, ...] = (),
+                 tweaks: dict[str, dict[str, Any]] | None = None, first: tuple[str, ...] = ()) -> list[Step]:
+    """One step per Config group (groups named in `first` lead), a question per field; `tweaks` adds
+    conditions, checks and askers."""
+    steps: dict[str, Step] = {group: Step(STEP_TITLES.get(group, group)) for group in first}
+    for f in Config.fields():
+        if f.name in skip:
+            continue
+        tweak = dict((tweaks or {}).get(f.name, {}))
+        q = field_question(f, command_of, tweak.pop("basic", None))
+        for attr, value in tweak.items():
+            setattr(q, attr, _all(q.when, value) if attr == "when" else value)
+        group = f.metadata["group"]
+        steps.setdefault(group, Step(STEP_TITLES.get(group, group))).questions.append(q)
+    return [step for step in steps.values() if step.questions]
+
+
+# -- checks -------------------------------------------------------------------------------------------------------
+
+def _check_dir(value: str, answers: dict) -> str | None:
+    return None if Path(value).is_dir() else f"{value}: folder not found"
+
+
+def _check_file(value: str, answers: dict) -> str | None:
+    return None if Path(value).is_file() else f"{value}: file not found"
+
+
+def _check_dataset(value: str, answers: dict) -> str | None:
+    folder = Path(value)
+    if not folder.is_dir():
+        return f"{value}: folder not found (preprocess your songs first: main menu, Preprocess audio)"
+    if not (folder / "manifest.json").is_file() and not any(folder.glob("*.pt")):
+        return f"{value}: no preprocessed tensors (manifest.json / .pt files) here; preprocess your songs first"
+    return None
+
+
+def _check_checkpoints(value: str, answers: dict) -> str | None:
+    return check_checkpoint_dir(value)
+
+
+# -- model choice -------------------------------------------------------------------------------------------------
+
+def _models(root: str):
+    from sidestep.model.discovery import scan_models
+
+    return scan_models(root)
+
+
+def variant_name(entry) -> str:
+    """turbo / base / sft for the official folders (as the CLI default spells it), else the folder name."""
+    from sidestep.model.discovery import VARIANT_ALIASES
+
+    return next((alias for alias, name in VARIANT_ALIASES.items() if name == entry.name), entry.name)
+
+
+def _model_entry(answers: dict):
+    from sidestep.model.discovery import find_model
+
+    try:
+        return find_model(answers["checkpoint_dir"], answers["model_variant"])
+    except (KeyError, SidestepError):
+        return None
+
+
+def needs_base_model(answers: dict) -> bool:
+    """Only when the model's config.json cannot tell its base variant or its timestep parameters."""
+    entry = _model_entry(answers)
+    return entry is not None and (entry.base_variant is None or entry.timestep_mu is None
+                                  or entry.timestep_sigma is None)
+
+
+def _model_lines(prompter: Prompter, models) -> None:
+    prompter.rows([(f"{i}.", m.name, m.label, f"base: {m.base_variant or '?'}") for i, m in enumerate(models, 1)])
+
+
+def pick_model(prompter: Prompter, q: Question, default: Any, answers: dict) -> str:
+    """Numbered list from discovery; answer a number, or text to fuzzy-search the names."""
+    from sidestep.model.discovery import fuzzy_find
+
+    models = _models(answers["checkpoint_dir"])
+    names = [variant_name(m) for m in models]
+    current = default if default in names else (names[0] if names else None)
+    prompter.say(f"  Models in {answers['checkpoint_dir']}:")
+    _model_lines(prompter, models)
+    shown = models[names.index(current)].name if current else ""
+    while True:
+        answer = prompter.raw(f"  Model: number, or text to search [{shown}]: ")
+        if answer == "?":
+            prompter.say("    official = a released ACE-Step folder; custom = a fine-tune. Type part of a "
+                         "name to search.", "dim")
+            continue
+        pick = _match_model(models, names, answer, current, fuzzy_find)
+        if isinstance(pick, str):
+            entry = models[names.index(pick)]
+            prompter.say(f"    -> {entry.name} ({entry.label}, base: {entry.base_variant or 'unknown'})", "green")
+            return pick
+        if pick:
+            prompter.say("    Several match; type its number:", "yellow")
+            prompter.rows([(f"{models.index(m) + 1}.", m.name, m.label) for m in pick], indent=6)
+        else:
+            prompter.say(f"    no model matches '{answer}'", "red")
+
+
+def _match_model(models, names: list[str], answer: str, current: str | None, fuzzy_find):
+    """A variant name when `answer` picks one model, else the list of candidates (empty: none)."""
+    if not answer:
+        return current if current is not None else []
+    if answer.isdigit():
+        index = int(answer) - 1
+        return names[index] if 0 <= index < len(models) else []
+    exact = [n for n, m in zip(names, models) if answer.lower() in (n.lower(), m.name.lower())]
+    if exact:
+        return exact[0]
+    hits = fuzzy_find(models, answer)
+    return names[models.index(hits[0])] if len(hits) == 1 else hits
+
+
+# -- running an action --------------------------------------------------------------------------------------------
+
+def cli_line(config: Config, command: str, width: int = 0) -> str:
+    """The equivalent command line; with `width`, broken at flags with shell continuations to fit."""
+    from sidestep.cli.parser import config_to_argv
+
+    argv = config_to_argv(config, command)
+    words = ["python train.py " + argv[0]]
+    for token in argv[1:]:  # keep each flag with its values
+        if token.startswith("--") or len(words) == 1:  # values may be negative numbers
+            words.append(token)
+        else:
+            words[-1] += " " + token
+    if width <= 0:
+        return " ".join(words)
+    lines = [words[0]]
+    for word in words[1:]:
+        if len(lines[-1]) + len(word) + 3 > width:
+            lines[-1] += " \\"
+            lines.append("    " + word)
+        else:
+            lines[-1] += " " + word
+    return "\n".join(lines)
+
+
+def execute(session: Session, command: str, config: Config, **extra: Any) -> int:
+    """Run `command` through the CLI's own run function (or record it, in a dry run)."""
+    session.recent["dataset_dir"] = config.tensor_output if command == "preprocess" else \
+        (config.dataset_dir or session.recent.get("dataset_dir"))
+    if session.dry_run is not None:
+        lines = session.dry_run.read_text().splitlines() if session.dry_run.is_file() else []
+        lines.append(json.dumps({"command": command, "config": config.to_dict(), "args": extra}))
+        atomic_write_text(session.dry_run, "\n".join(lines) + "\n")
+        session.prompter.say(f"(dry run: recorded '{command}' instead of running it)", "yellow")
+        return 0
+    # The CLI's own command registry: the wizard runs exactly what `train.py <command>` runs.
+    from sidestep.cli.main import _commands, _quiet_libraries
+
+    _quiet_libraries()
+    runner = next(c for c in _commands() if c.name == command)
+    args = argparse.Namespace(command=command, yes=True, plain=session.plain, debug=False, **extra)
+    return int(runner.run(config, args) or 0)
+
+
+def _summary(session: Session, config: Config, command: str, keys: list[str]) -> None:
+    """The train command's own summary table for training, otherwise the answered options."""
+    console = session.prompter.console
+    if command in ("fixed", "vanilla", "selective"):
+        from sidestep.cli.train_cmd import summary_table
+
+        table = summary_table(config, command)
+        table.box = box.ASCII if session.plain else table.box
+        if command == "selective":  # what makes it selective, and it is corrected training too
+            table.add_row("module-config", str(config.module_config))
+            table.add_row("cfg-ratio", str(config.cfg_ratio))
+    else:
+        table = session.table(f"Side-Step {command}", header=False)
+        for key in keys:
+            value = getattr(config, key)
+            table.add_row(key.replace("_", "-"), "-" if value is None else _show_value(value))
+    console.print(table)
+    session.prompter.say("Same run from the command line:", "dim")
+    console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_value(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def review(session: Session, form: Form, answers: dict, build: Callable[[dict], Config], command_of:
+           Callable[[dict], str], action: str, offer_preset: bool = False) -> Config | None:
+    """Ask the form, show the summary, confirm. `b` at the end goes back into the form; None = cancelled."""
+    prompter = session.prompter
+    while True:
+        form.run(answers)
+        config = build(answers)
+        _summary(session, config, command_of(answers), [k for k in form.answered(answers) if k in CONFIG_FIELDS])
+        try:
+            if offer_preset:
+                _offer_preset(session, config)
+            if not prompter.confirm(f"Start {action}?"):
+                prompter.say("Cancelled; nothing was run.", "yellow")
+                return None
+            return config
+        except GoBack:
+            form.back()
+
+
+def _offer_preset(session: Session, config: Config) -> None:
+    q = Question("_save", "Save these settings as a preset? Name (Enter to skip)",
+                 check=lambda name, _: _preset_name_problem(name) if name else None)
+    name = session.prompter.ask(q, "", {})
+    if name:
+        path = preset_store.save_preset(name, config)
+        session.prompter.say(f"  Preset saved to {path}", "green")
+
+
+def _preset_name_problem(name: str) -> str | None:
+    try:
+        preset_store.check_name(name)
+    except SidestepError as err:
+        return str(err)
+    return "that is a built-in preset name (read-only); choose another" if name in preset_store.BUILTIN_NAMES \
+        else None
+
+
+# -- the flows ----------------------------------------------------------------------------------------------------
+
+def _setup_questions(session: Session, extra: list[Question]) -> Step:
+    level = Question("_level", "Wizard mode", choices=MODES, labels=LEVEL_LABELS)
+    return Step("Setup", [*extra, level])
+
+
+def _preset_question() -> Question:
+    found, _ = preset_store.list_presets()
+    labels = {"none": "None: start from the defaults"}
+    for p in found:
+        source = "" if p.source == "built-in" else f" ({p.source})"
+        labels[p.name] = f"{p.name}{source}: {p.description}" if p.description else f"{p.name}{source}"
+    return Question("_preset", "Start from a preset", choices=tuple(labels), labels=labels)
+
+
+def _unused(path: Path) -> str:
+    """`path`, or `path_2`, `path_3`, ... : a suggested output folder never overwrites an earlier run."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}_{n}")
+    return str(candidate)
+
+
+class _Defaults:
+    """Default answers: the chosen preset over the Config defaults, plus the saved settings."""
+
+    def __init__(self, session: Session, adapter: str | None = None):
+        self.session, self.adapter = session, adapter
+        self._presets: dict[str, Config] = {}
+
+    def base(self, answers: dict) -> Config:
+        name = answers.get("_preset", "none")
+        if name in (None, "none"):
+            return Config()
+        if name not in self._presets:
+            self._presets[name] = preset_store.find_preset(name).config()
+        return self._presets[name]
+
+    def __call__(self, key: str, answers: dict) -> Any:
+        if key == "checkpoint_dir":
+            return self.base(answers).checkpoint_dir or self.session.settings.checkpoint_dir
+        if key == "output_dir":
+            variant = answers.get("model_variant", "model")
+            return self.base(answers).output_dir or \
+                _unused(Path(self.session.settings.output_root) / f"{_adapter(answers)}_{Path(variant).name}")
+        if key == "dataset_dir" and self.base(answers).dataset_dir is None:
+            return self.session.recent.get("dataset_dir")
+        if key == "base_model" and self.base(answers).base_model is None:
+            entry = _model_entry(answers)  # the name may tell the variant even when the config has no timesteps
+            return entry.base_variant if entry is not None else None
+        if key.startswith("_"):
+            return {"_level": self.session.settings.mode, "_preset": "none", "_mode": "fixed"}.get(key)
+        return getattr(self.base(answers), key)
+
+
+def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, Any]]:
+    preprocess_first = lambda a: bool(a.get("preprocess"))  # noqa: E731
+    tweaks: dict[str, dict[str, Any]] = {
+        "checkpoint_dir": {"check": _check_checkpoints},
+        "model_variant": {"asker": pick_model},
+        # Asked in basic mode too, but only when the model's config.json cannot answer it.
+        "base_model": {"when": needs_base_model, "optional": False, "basic": True},
+        "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset},
+        "audio_dir": {"check": _check_dir}, "dataset_json": {"check": _check_file},
+        "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
+    }
+    for name in LORA_ONLY:
+        tweaks[name] = {"when": lambda a: _adapter(a) == "lora"}
+    for name in (f.name for f in Config.fields() if f.metadata["group"] == "LoKR"):
+        tweaks[name] = {"when": lambda a: _adapter(a) == "lokr"}
+    for name in PREPROCESS_FIRST:
+        tweaks.setdefault(name, {})["when"] = preprocess_first
+    return tweaks
+
+
+def _build(form: Form, defaults: _Defaults, fixed: dict[str, Any]) -> Callable[[dict], Config]:
+    def build(answers: dict) -> Config:
+        values = {k: v for k, v in form.answered(answers).items() if k in CONFIG_FIELDS}
+        return defaults.base(answers).replace(**values, **fixed)
+
+    return build
+
+
+def train_flow(session: Session, adapter: str, seed: dict[str, Any] | None = None) -> None:
+    """Train a LoRA or a LoKR: corrected/vanilla, basic/advanced, optional preset, then the options."""
+    command_of = lambda a: a.get("_mode", "fixed")  # noqa: E731
+    mode = Question("_mode", "Training type", choices=("fixed", "vanilla"), labels=MODE_LABELS)
+    steps = [_setup_questions(session, [mode]), Step("Preset", [_preset_question()]),
+             *config_steps(command_of, skip=("adapter_type", "demo_dir"), tweaks=_training_tweaks(command_of),
+                           first=PREPROCESS_STEP)]
+    _run_training(session, steps, command_of, {"adapter_type": adapter}, seed)
+
+
+def selective_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
+    command_of = lambda a: "selective"  # noqa: E731
+    steps = [_setup_questions(session, []), Step("Preset", [_preset_question()]),
+             *config_steps(command_of, skip=("demo_dir",), tweaks=_training_tweaks(command_of),
+                           first=PREPROCESS_STEP)]
+    _run_training(session, steps, command_of, {}, seed)
+
+
+def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, seed: dict | None) -> None:
+    answers = {**(seed or {}), **fixed}
+    defaults = _Defaults(session)
+    form = Form(session.prompter, steps, defaults)
+    session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
+    config = review(session, form, answers, _build(form, defaults, fixed), command_of, "training", True)
+    if config is not None:
+        _note_preset_adapter(session, answers, defaults, fixed)
+        execute(session, command_of(answers), config)
+
+
+def _note_preset_adapter(session: Session, answers: dict, defaults: _Defaults, fixed: dict) -> None:
+    preset_adapter = defaults.base(answers).adapter_type
+    if "adapter_type" in fixed and preset_adapter != fixed["adapter_type"]:
+        session.prompter.say(f"Note: preset '{answers['_preset']}' stores adapter {preset_adapter}; training a "
+                             f"{fixed['adapter_type']} as chosen in the menu.", "yellow")
+
+
+def preprocess_flow(session: Session) -> None:
+    """Songs -> tensors; afterwards, offer to train on them (flow chaining)."""
+    command_of = lambda a: "preprocess"  # noqa: E731
+    tweaks = _training_tweaks(command_of)
+    for name in PREPROCESS_FIRST:
+        tweaks[name].pop("when")  # here they are the point, not a --preprocess branch
+    tweaks["base_model"]["when"] = lambda a: False  # preprocessing does not sample timesteps
+    steps = [_setup_questions(session, []), *config_steps(command_of, skip=("demo_dir",), tweaks=tweaks)]
+    defaults = _Defaults(session)
+    form = Form(session.prompter, steps, defaults)
+    answers: dict[str, Any] = {}
+    session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
+    config = review(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing")
+    if config is None:
+        return
+    execute(session, "preprocess", config)
+    _offer_training(session, config)
+
+
+def _offer_training(session: Session, config: Config) -> None:
+    prompter = session.prompter
+    prompter.say(f"Tensors are in {config.tensor_output}.", "green")
+    try:
+        if not prompter.confirm("Train on them now?"):
+            return
+        adapter = prompter.choose("Adapter", [("lora", "LoRA"), ("lokr", "LoKR (experimental)")], "lora")
+    except GoBack:
+        return
+    seed = {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,
+            "dataset_dir": config.tensor_output}
+    train_flow(session, adapter, seed)
+
+
+def estimate_flow(session: Session) -> None:
+    command_of = lambda a: "estimate"  # noqa: E731
+    steps = [_setup_questions(session, []),
+             *config_steps(command_of, skip=("demo_dir",), tweaks=_training_tweaks(command_of))]
+    defaults = _Defaults(session)
+    form = Form(session.prompter, steps, defaults)
+    answers: dict[str, Any] = {}
+    config = review(session, form, answers, _build(form, defaults, {}), command_of, "the estimate")
+    if config is None:
+        return
+    execute(session, "estimate", config)
+    try:
+        if session.prompter.confirm(f"Train selectively on {config.output} now?", default=False):
+            selective_flow(session, {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,
+                                     "dataset_dir": config.dataset_dir, "module_config": config.output})
+    except GoBack:
+        return
+
+
+def compare_flow(session: Session) -> None:
+    def check(paths: list[str], _: dict) -> str | None:
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            return f"{missing[0]}: file not found"
+        return None if len(paths) >= 2 else "give at least two module config JSON files"
+
+    q = Question("configs", "Module config JSON files (two or more, separated by spaces)", kind=list, check=check)
+    paths = [os.path.expanduser(p) for p in session.prompter.ask(q, None, {})]
+    execute(session, "compare-configs", Config(), configs=paths)
+
+
+def experimental_menu(session: Session) -> None:
+    """Estimate / selective / compare configs; each is the CLI subcommand of that name."""
+    options = [("estimate", "Estimate: rank attention modules by gradient sensitivity on your data"),
+               ("selective", "Selective: corrected training on the top-k modules of a module config"),
+               ("compare", "Compare configs: overlap and rank correlation of module configs"),
+               ("back", "Back to the main menu")]
+    session.prompter.header("Experimental")
+    choice = session.prompter.choose("Which tool?", options, "estimate")
+    flows = {"estimate": estimate_flow, "selective": selective_flow, "compare": compare_flow}
+    if choice in flows:
+        flows[choice](session)

@@ -1,0 +1,253 @@
+"""The question engine: typed prompts, `b` to go back, `?` for help, `[Step 3/8] Title` indicators.
+
+Questions are plain data; `Form` walks them in order, skips those whose `when` is false for the
+answers so far, and on `b` returns to the previous question with the earlier answer as default.
+Ctrl-C is not handled here: KeyboardInterrupt reaches the session loop, which returns to the menu.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from sidestep.config import bounds_error
+
+BACK, HELP, CLEAR = "b", "?", "-"
+_TRUE, _FALSE = ("y", "yes", "true", "on", "1"), ("n", "no", "false", "off", "0")
+
+
+class GoBack(Exception):
+    """The user typed `b`: go back one question (or out of the flow at its first question)."""
+
+
+@dataclass
+class Question:
+    key: str
+    text: str
+    kind: type = str  # str, int, float, bool or list (space-separated words)
+    choices: tuple[str, ...] = ()
+    labels: dict[str, str] | None = None  # shown as a numbered list when given
+    help: str = ""
+    optional: bool = False  # an empty answer (or "-") means None
+    path: bool = False  # expand ~ in the answer
+    config_field: dataclasses.Field | None = None  # for its bounds
+    when: Callable[[dict], bool] | None = None
+    check: Callable[[Any, dict], str | None] | None = None  # None when fine, else what is wrong
+    asker: Callable[["Prompter", "Question", Any, dict], Any] | None = None  # a custom prompt (model picker)
+
+    def active(self, answers: dict) -> bool:
+        return self.when is None or bool(self.when(answers))
+
+
+@dataclass
+class Step:
+    title: str | Callable[[dict], str]  # a function of the answers so far when it depends on them
+    questions: list[Question] = field(default_factory=list)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+class Prompter:
+    """Reads answers from the console; `plain` means no styles (a dumb terminal or a pipe)."""
+
+    def __init__(self, console: Console, plain: bool = False):
+        self.console, self.plain = console, plain
+
+    def _wrap(self, text: str) -> str:
+        """Wrap an indented line so continuation lines stay indented (Rich would wrap them to column 0)."""
+        if "\n" in text or len(text) < self.console.width:
+            return text
+        indent = " " * (len(text) - len(text.lstrip()) + 2)
+        return textwrap.fill(text, self.console.width - 1, subsequent_indent=indent, break_on_hyphens=False)
+
+    def say(self, text: str = "", style: str | None = None) -> None:
+        self.console.print(Text(self._wrap(text), style=None if self.plain else style), highlight=False)
+
+    def raw(self, prompt: str) -> str:
+        """One line of input; raises GoBack on `b`. EOFError and KeyboardInterrupt pass through."""
+        prompt = self._wrap(prompt.rstrip()) + " "  # the trailing space separates prompt and answer
+        answer = self.console.input(Text(prompt, style=None if self.plain else "bold")).strip()
+        if answer.lower() == BACK:
+            raise GoBack
+        return answer
+
+    def header(self, text: str) -> None:
+        self.console.print()
+        self.say(text, "bold cyan")
+
+    def rows(self, rows: list[tuple[str, ...]], indent: int = 4) -> None:
+        """Aligned columns; a long last column wraps under itself, not under the numbers."""
+        if self.plain:  # no padding to the terminal width: a pipe gets clean lines
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+            for row in rows:
+                cells = [c.rjust(w) if i == 0 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+                self.say((" " * indent + " ".join(cells)).rstrip())
+            return
+        grid = Table.grid(padding=(0, 1))
+        for i in range(len(rows[0]) if rows else 0):
+            grid.add_column(justify="right" if i == 0 else "left", no_wrap=i < len(rows[0]) - 1)
+        for row in rows:
+            grid.add_row(*row)
+        self.console.print(Padding(grid, (0, 0, 0, indent), expand=False), highlight=False)
+
+    # -- typed questions -------------------------------------------------------------------------------------
+
+    def _prompt_text(self, q: Question, default: Any) -> str:
+        text = f"  {q.text}"
+        if q.choices and not q.labels and not all(c in q.text for c in q.choices):
+            text += f" ({'/'.join(q.choices)})"
+        if q.kind is bool:
+            return text + (" [Y/n]: " if default else " [y/N]: ")
+        if q.labels:
+            number = q.choices.index(default) + 1 if default in q.choices else None
+            return f"  Choose 1-{len(q.choices)}" + (f" [{number}]: " if number else ": ")
+        if default is None or default == "":
+            return text + (" [none]: " if q.optional and default is None else ": ")
+        return text + f" [{_show(default)}]: "
+
+    def _print_labels(self, q: Question) -> None:
+        self.say(f"  {q.text}" + ("" if q.text.endswith(("?", ":")) else ":"))
+        self.rows([(f"{i}.", q.labels.get(choice, choice)) for i, choice in enumerate(q.choices, 1)])
+
+    def _help(self, q: Question) -> None:
+        lines = [q.help or q.text]
+        if q.config_field is not None:
+            flag = (q.config_field.metadata["flags"] or ("--" + q.key.replace("_", "-"),))[-1]
+            lines.append(f"CLI flag: {flag}")
+            if q.config_field.metadata.get("bounds"):
+                lines.append(f"Valid range: {q.config_field.metadata['bounds']}")
+        if q.optional:
+            lines.append("Enter '-' to leave it unset.")
+        lines.append("Type b to go back, Ctrl-C to return to the main menu.")
+        for line in lines:
+            self.say(f"    {line}", "dim")
+
+    def parse(self, q: Question, answer: str, default: Any) -> Any:
+        """The typed value of `answer`; raises ValueError with the reason when it is not valid."""
+        if answer == "":
+            if default is None and not q.optional:
+                raise ValueError("an answer is needed here")
+            return default
+        if q.optional and answer == CLEAR:
+            return None
+        if q.kind is bool:
+            if answer.lower() in _TRUE + _FALSE:
+                return answer.lower() in _TRUE
+            raise ValueError("answer y or n")
+        if q.choices:
+            return self._choice(q, answer)
+        if q.kind is list:
+            return answer.replace(",", " ").split()
+        if q.kind in (int, float):
+            return self._number(q, answer)
+        return os.path.expanduser(answer) if q.path else answer
+
+    def _choice(self, q: Question, answer: str) -> str:
+        if answer.isdigit() and 1 <= int(answer) <= len(q.choices):
+            return q.choices[int(answer) - 1]
+        matches = [c for c in q.choices if c.lower() == answer.lower()] or \
+            [c for c in q.choices if c.lower().startswith(answer.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        raise ValueError(f"type a number from 1 to {len(q.choices)}" if q.labels else
+                         f"choose one of {', '.join(q.choices)}")
+
+    def _number(self, q: Question, answer: str) -> int | float:
+        try:
+            value = q.kind(answer)
+        except ValueError:
+            raise ValueError(f"expected {'a whole number' if q.kind is int else 'a number'}, got '{answer}'") from None
+        problem = bounds_error(q.config_field, value) if q.config_field is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def ask(self, q: Question, default: Any, answers: dict) -> Any:
+        """Ask until the answer is valid; `b` raises GoBack."""
+        if q.asker is not None:
+            return q.asker(self, q, default, answers)
+        if q.labels:
+            self._print_labels(q)
+        while True:
+            answer = self.raw(self._prompt_text(q, default))
+            if answer == HELP:
+                self._help(q)
+                continue
+            try:
+                value = self.parse(q, answer, default)
+                problem = q.check(value, answers) if q.check is not None and value is not None else None
+            except ValueError as err:
+                problem = str(err)
+            if problem is None:
+                return value
+            self.say(f"    {problem}", "red")
+
+    def choose(self, title: str, options: list[tuple[str, str]], default: str | None = None) -> str:
+        """A numbered menu; returns the chosen key. `b` raises GoBack."""
+        q = Question("_menu", title, choices=tuple(k for k, _ in options), labels=dict(options))
+        return self.ask(q, default, {})
+
+    def confirm(self, text: str, default: bool = True) -> bool:
+        return self.ask(Question("_confirm", text, kind=bool), default, {})
+
+
+class Form:
+    """Walks steps of questions with `[Step i/N]` headers; `b` goes back to the previous answered question."""
+
+    def __init__(self, prompter: Prompter, steps: list[Step], default_for: Callable[[str, dict], Any]):
+        self.prompter, self.steps, self.default_for = prompter, steps, default_for
+        self.flat = [(step, q) for step in steps for q in step.questions]
+        self.history: list[int] = []
+        self.index = 0
+
+    def questions(self) -> list[Question]:
+        return [q for _, q in self.flat]
+
+    def _header(self, step: Step, answers: dict) -> None:
+        active = [s for s in self.steps if any(q.active(answers) for q in s.questions)]
+        number = active.index(step) + 1 if step in active else len(active)
+        title = step.title(answers) if callable(step.title) else step.title
+        self.prompter.header(f"[Step {number}/{len(active)}] {title}")
+
+    def run(self, answers: dict) -> dict:
+        """Ask every active question not yet asked; the answers dict is filled in place and returned."""
+        shown: Step | None = None
+        while self.index < len(self.flat):
+            step, q = self.flat[self.index]
+            if not q.active(answers):
+                self.index += 1
+                continue
+            if step is not shown:
+                self._header(step, answers)
+                shown = step
+            default = answers[q.key] if q.key in answers else self.default_for(q.key, answers)
+            try:
+                answers[q.key] = self.prompter.ask(q, default, answers)
+            except GoBack:
+                self.back()
+                continue
+            self.history.append(self.index)
+            self.index += 1
+        return answers
+
+    def back(self) -> None:
+        """Step back to the last answered question; at the first one the GoBack leaves the form."""
+        if not self.history:
+            raise GoBack
+        self.index = self.history.pop()
+
+    def answered(self, answers: dict) -> dict:
+        """The answers of the questions that apply to the final answers (a switched-off branch is dropped)."""
+        return {q.key: answers[q.key] for q in self.questions() if q.key in answers and q.active(answers)}

@@ -1,0 +1,333 @@
+"""The wizard, driven through a pseudo-terminal: it fills the same Config the CLI parses (issue 8).
+
+Most flows run with the SIDESTEP_WIZARD_DRY_RUN seam (the action is recorded as JSON instead of
+run); one test trains for real on the tiny checkpoint, and interrupts a second run with Ctrl-C.
+"""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import write_tensor_dataset
+from sidestep.config import Config
+from wizard_pty import TRAIN_PY, Wizard, main_menu, quit_wizard, wizard_env, write_settings
+
+
+@pytest.fixture
+def env(tmp_path, tiny_root_readonly):
+    """A home with settings pointing at the tiny checkpoints, a dataset, and a dry-run record file."""
+    home = tmp_path / "home"
+    write_settings(home, tiny_root_readonly)
+    write_tensor_dataset(tmp_path / "data", n=1)
+    return wizard_env(home, SIDESTEP_WIZARD_DRY_RUN=str(tmp_path / "dry.jsonl"))
+
+
+@pytest.fixture
+def wizard(tmp_path, env):
+    started = []
+
+    def start(*args: str, cols: int = 200, rows: int = 50, environ: dict | None = None) -> Wizard:
+        started.append(Wizard(tmp_path, environ or env, args, cols, rows))
+        return started[-1]
+
+    yield start
+    for w in started:
+        w.close()
+
+
+def recorded(tmp_path) -> list[dict]:
+    path = tmp_path / "dry.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def cli_config(argv: list[str], cwd: Path, monkeypatch) -> Config:
+    """What the CLI parses for `argv` (run from `cwd`, where ./presets/ is looked up)."""
+    from sidestep.cli.main import _commands
+    from sidestep.cli.parser import build_parser, config_from_args
+
+    monkeypatch.chdir(cwd)
+    return config_from_args(build_parser(_commands()).parse_args(argv))
+
+
+def setup_answers(w: Wizard, mode: str = "", level: str = "", preset: str = "") -> None:
+    w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", mode)
+    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[\d\]: $", level)
+    w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", preset)
+
+
+def finish(w: Wizard, save_as: str = "", start: str = "y") -> None:
+    w.answer(r"Save these settings as a preset\? Name \(Enter to skip\): $", save_as)
+    w.answer(r"Start training\? \[Y/n\]: $", start)
+
+
+def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
+    main_menu(w, "1")
+    setup_answers(w)
+    w.expect(r"\[Step 3/6\] Model and paths")
+    w.answer(r"checkpoint-dir: [^\n]*\[" + str(root) + r"\]: $", "")  # default from settings.json
+    w.expect(r"1\. +acestep-v15-base +official +base: base *\n +2\. +acestep-v15-turbo +official")
+    w.answer(r"Model: number, or text to search \[acestep-v15-turbo\]: $", "bas")  # search by part of the name
+    w.expect(r"-> acestep-v15-base \(official, base: base\)")
+    w.answer(r"dataset-dir: [^\n]*: $", str(tmp_path / "data"))
+    w.expect(r"\[Step 4/6\] LoRA settings")
+    w.answer(r"rank: LoRA rank \[64\]: $", "0")
+    w.answer(r"must be in \[1, inf\), got 0\n  rank: LoRA rank \[64\]: $", "16")
+    w.answer(r"alpha: [^\n]*\[128\]: $", "b")  # go back: the earlier answer is the default
+    w.answer(r"rank: LoRA rank \[16\]: $", "")
+    w.answer(r"alpha: [^\n]*\[128\]: $", "32")
+    w.expect(r"\[Step 5/6\] Training settings")
+    assert w.fill({"learning-rate": "5e-4", "epochs": "3", "output-dir": "out1"}, "Same run from the command line") \
+        == ["learning-rate", "batch-size", "epochs", "output-dir"]
+    finish(w)
+    w.expect(r"dry run: recorded 'fixed'")
+
+
+def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
+    main_menu(w, "2")
+    setup_answers(w, preset="quick_test")
+    asked = w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "lokr_out"}, "Same run from the command")
+    assert asked == ["checkpoint-dir", "dataset-dir", "lokr-linear-dim", "lokr-linear-alpha", "learning-rate",
+                     "batch-size", "epochs", "output-dir"]
+    finish(w, save_as="my_lokr")
+    w.expect(r"Note: preset 'quick_test' stores adapter lora; training a lokr as chosen in the menu")
+
+
+def root_with_a_finetune(tmp_path: Path, tiny_root: Path) -> Path:
+    """The tiny root plus a custom fine-tune whose config.json cannot tell its base or its timesteps."""
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    for part in tiny_root.iterdir():
+        (root / part.name).symlink_to(part)
+    config = json.loads((tiny_root / "acestep-v15-base" / "config.json").read_text())
+    for key in ("is_turbo", "model_version", "timestep_mu", "timestep_sigma"):
+        config.pop(key)
+    (root / "my-finetune").mkdir()
+    (root / "my-finetune" / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def finetune_asks_its_base(w: Wizard, tmp_path: Path, root: Path) -> None:
+    main_menu(w, "1")
+    setup_answers(w)
+    w.answer(r"checkpoint-dir: [^\n]*: $", str(root))
+    w.expect(r"3\. +my-finetune +custom +base: \?")
+    w.answer(r"Model: number, or text to search \[acestep-v15-turbo\]: $", "finetune")
+    w.answer(r"base-model: [^\n]*\(turbo/base/sft\): $", "sft")
+    w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "ft"}, "Same run from the command line")
+    finish(w)
+
+
+def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_path, tiny_root_readonly,
+                                                                    monkeypatch):
+    w = wizard()
+    w.expect(r"Side-Step \d+\.\d+\.\d+")
+    basic_lora_with_go_back(w, tmp_path, tiny_root_readonly)
+    lokr_from_a_preset(w, tmp_path)  # the session loop: the menu came back
+    root = root_with_a_finetune(tmp_path, tiny_root_readonly)
+    finetune_asks_its_base(w, tmp_path, root)
+    quit_wizard(w)
+    assert "Traceback" not in w.text
+    assert w.text.count("base-model:") == 1  # only for the fine-tune whose config cannot tell
+
+    lora, lokr, finetune = recorded(tmp_path)
+    assert Config(**finetune["config"]) == cli_config(
+        ["fixed", "--checkpoint-dir", str(root), "--model-variant", "my-finetune", "--base-model", "sft",
+         "--dataset-dir", str(tmp_path / "data"), "--output-dir", "ft"], tmp_path, monkeypatch)
+    assert lora["command"] == "fixed" and Config(**lora["config"]) == cli_config(
+        ["fixed", "--checkpoint-dir", str(tiny_root_readonly), "--model-variant", "base", "--dataset-dir",
+         str(tmp_path / "data"), "--rank", "16", "--alpha", "32", "--lr", "5e-4", "--epochs", "3", "--output-dir",
+         "out1"], tmp_path, monkeypatch)
+
+    assert "[Step 4/6] LoKR settings (experimental)" in w.text
+    assert "lokr-linear-dim: LoKR linear dimension (like LoRA rank) [16]" in w.text  # the preset's values
+    assert "epochs: Maximum epochs [10]" in w.text
+    expected = cli_config(["fixed", "--preset", "quick_test", "--adapter-type", "lokr", "--checkpoint-dir",
+                           str(tiny_root_readonly), "--dataset-dir", str(tmp_path / "data"), "--output-dir",
+                           "lokr_out"], tmp_path, monkeypatch)
+    assert Config(**lokr["config"]) == expected and expected.epochs == 10 and expected.lokr_linear_dim == 16
+    saved = json.loads((tmp_path / "presets" / "my_lokr.json").read_text())
+    assert saved["adapter_type"] == "lokr" and saved["lokr_linear_dim"] == 16 and saved["epochs"] == 10
+    assert "dataset_dir" not in saved and "checkpoint_dir" not in saved
+    user = cli_config(["fixed", "--preset", "my_lokr"], tmp_path, monkeypatch)
+    assert (user.adapter_type, user.lokr_linear_dim, user.epochs) == ("lokr", 16, 10)
+
+
+def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path, tiny_root_readonly, monkeypatch):
+    w = wizard()
+    main_menu(w, "2")
+    setup_answers(w, mode="2", level="advanced")
+    answers = {"device": "cpu", "precision": "fp32", "attention-type": "self", "target-modules": "q_proj v_proj",
+               "lokr-linear-dim": "8", "lokr-linear-alpha": "16", "lokr-factor": "4", "lokr-use-tucker": "y",
+               "learning-rate": "0.001", "epochs": "7", "optimizer-type": "adafactor", "scheduler-type": "3",
+               "gradient-checkpointing": "n", "num-workers": "0", "save-every": "5", "log-every": "2",
+               "dataset-dir": str(tmp_path / "data"), "output-dir": str(tmp_path / "out"), "bias": "all"}
+    asked = w.fill(answers, "Same run from the command line", model="2")
+    finish(w)
+    w.expect(r"dry run: recorded 'vanilla'")
+    quit_wizard(w)
+
+    # advanced mode asks every vanilla option but the menu's adapter type, the LoRA-only ones, the model
+    # (picked from the list), the base (only when the config cannot tell) and the --preprocess branch
+    not_asked = {"adapter_type", "rank", "alpha", "dropout", "bias", "model_variant", "base_model", "audio_dir",
+                 "dataset_json", "tensor_output", "max_duration", "vae_mode"}
+    expected_flags = {(f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[-1].lstrip("-")
+                      for f in Config.fields() if "vanilla" in f.metadata["commands"] and f.name not in not_asked}
+    assert set(asked) == expected_flags and "cfg-ratio" not in asked  # CFG dropout is corrected-mode only
+    [run] = recorded(tmp_path)
+    argv = ["vanilla", "--adapter-type", "lokr", "--checkpoint-dir", str(tiny_root_readonly)]
+    for flag, value in answers.items():
+        if flag in ("bias",):  # a LoRA option, never asked for a LoKR
+            continue
+        value = {"y": None, "n": None, "3": "linear"}.get(value, value)
+        if flag == "gradient-checkpointing":
+            argv.append("--no-gradient-checkpointing")
+        elif value is None:
+            argv.append(f"--{flag}")
+        else:
+            argv += [f"--{flag}", *value.split()]
+    assert Config(**run["config"]) == cli_config(argv, tmp_path, monkeypatch)
+    assert Config(**run["config"]).bias == "none"
+
+
+def test_real_training_ctrl_c_checkpoints_and_returns_to_the_menu_with_memory_freed(wizard, tmp_path, env):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "tiny.json").write_text(json.dumps(
+        {"description": "tiny CPU run", "rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1,
+         "warmup_steps": 0, "save_every": 1000, "log_every": 1, "device": "cpu"}))
+    env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
+    w = wizard(environ=env)
+    main_menu(w, "1")
+    setup_answers(w, preset="tiny")
+    w.fill({"dataset-dir": str(tmp_path / "data"), "epochs": "100000", "output-dir": "out"},
+           "Same run from the command line", model="turbo")
+    finish(w)
+    w.expect(r"epoch [1-9]\d*/100000", timeout=60)  # really training
+    w.ctrl_c()
+    w.expect(r"(?s)interrupted at optimizer step \d+; checkpoint saved.*?Resume with:\s+python train.py fixed "
+             r".*?--resume-from", timeout=60)
+    quit_wizard(w)  # the menu came back
+
+    [checkpoint] = (tmp_path / "out" / "checkpoints").glob("step_*")
+    assert (checkpoint / "training_state.pt").is_file() and (checkpoint / "adapter_model.safetensors").is_file()
+    assert "Traceback" not in w.text
+    [memory] = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
+    assert " 0 live modules with weights" in memory
+
+
+def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
+    w = wizard()
+    main_menu(w, "1")
+    w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
+    w.expect(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $")
+    w.ctrl_c()
+    w.expect(r"Cancelled; back to the main menu")
+    main_menu(w, "3")  # preprocess: `b` at its first question leaves the flow
+    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "b")
+    main_menu(w, "5")
+    w.answer(r"What would you like to do\?\n(?:.*\n)*  Choose 1-6 \[1\]: $", "6")
+    w.expect(r"Main menu\n(?:.*\n)*?  Choose 1-7 \[1\]: $")
+    w.ctrl_c()  # at the main menu itself: leave
+    w.expect("Bye.")
+    assert w.wait() == 0
+    assert "Traceback" not in w.text and recorded(tmp_path) == []
+
+
+def preprocess_then_train(w: Wizard, tmp_path: Path) -> None:
+    (tmp_path / "songs").mkdir()
+    write_tensor_dataset(tmp_path / "tensors", n=1)  # what the (dry) preprocessing would have written
+    main_menu(w, "3")
+    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
+    asked = w.fill({"audio-dir": str(tmp_path / "songs"), "tensor-output": str(tmp_path / "tensors")},
+                   "Same run from the command line")
+    assert asked == ["checkpoint-dir", "audio-dir", "dataset-json", "tensor-output"]
+    w.answer(r"Start preprocessing\? \[Y/n\]: $", "")
+    w.answer(r"Train on them now\? \[Y/n\]: $", "y")
+    w.answer(r"Adapter:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "1")
+    setup_answers(w)
+    w.fill({"output-dir": "chained"}, "Same run from the command line")
+    finish(w)
+    w.expect(r"dry run: recorded 'fixed'")
+
+
+def experimental(w: Wizard, tmp_path: Path) -> None:
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text("{}")
+    data = str(tmp_path / "data")
+    main_menu(w, "4")
+    w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "1")
+    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
+    assert w.fill({"dataset-dir": data, "top-k": "8", "output": str(tmp_path / "a.json")}, "Same run from") == \
+        ["checkpoint-dir", "dataset-dir", "batch-size", "top-k", "output"]
+    w.answer(r"Start the estimate\? \[Y/n\]: $", "")
+    w.answer(r"Train selectively on .*a\.json now\? \[y/N\]: $", "y")
+    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
+    w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", "")
+    w.fill({"output-dir": "sel"}, "Same run from the command line")
+    finish(w)
+    main_menu(w, "4")
+    w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "3")
+    w.answer(r"Module config JSON files [^\n]*: $", f"{tmp_path / 'a.json'} {tmp_path / 'missing.json'}")
+    w.answer(r"missing\.json: file not found\n  Module config JSON files [^\n]*: $",
+             f"{tmp_path / 'a.json'} {tmp_path / 'b.json'}")
+    w.expect(r"dry run: recorded 'compare-configs'")
+
+
+def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, tmp_path, tiny_root_readonly,
+                                                                        monkeypatch):
+    w = wizard()
+    preprocess_then_train(w, tmp_path)
+    experimental(w, tmp_path)
+    quit_wizard(w)
+
+    pre, fixed, estimate, selective, compare = recorded(tmp_path)
+    root, data = str(tiny_root_readonly), str(tmp_path / "data")
+    assert pre["command"] == "preprocess" and Config(**pre["config"]) == cli_config(
+        ["preprocess", "--checkpoint-dir", root, "--audio-dir", str(tmp_path / "songs"),
+         "--tensor-output", str(tmp_path / "tensors")], tmp_path, monkeypatch)
+    assert Config(**fixed["config"]) == cli_config(
+        ["fixed", "--checkpoint-dir", root, "--dataset-dir", str(tmp_path / "tensors"),
+         "--output-dir", "chained"], tmp_path, monkeypatch)
+    assert Config(**estimate["config"]) == cli_config(
+        ["estimate", "--checkpoint-dir", root, "--dataset-dir", data, "--top-k", "8", "--output",
+         str(tmp_path / "a.json")], tmp_path, monkeypatch)
+    assert selective["command"] == "selective" and Config(**selective["config"]) == cli_config(
+        ["selective", "--checkpoint-dir", root, "--dataset-dir", data, "--module-config", str(tmp_path / "a.json"),
+         "--output-dir", "sel"], tmp_path, monkeypatch)
+    assert compare["args"] == {"configs": [str(tmp_path / "a.json"), str(tmp_path / "b.json")]}
+
+
+def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
+    (tmp_path / "shared.json").write_text(json.dumps({"description": "from a friend", "rank": 8, "alpha": 16}))
+    script = "\n".join(["5", "1",  # presets: list
+                        "3", str(tmp_path / "shared.json"),  # import
+                        "4", "shared", str(tmp_path / "exported.json"),  # export
+                        "6", "6", "4",  # back; settings; back
+                        "7"]) + "\n"
+    result = subprocess.run([sys.executable, str(TRAIN_PY), "--plain"], input=script, capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert "Side-Step " in result.stdout and "Bye." in result.stdout
+    for name in ("recommended", "high_quality", "quick_test", "vram_24gb_plus", "vram_16gb", "vram_12gb", "vram_8gb"):
+        assert f"    {name} " in result.stdout
+    assert json.loads((tmp_path / "presets" / "shared.json").read_text())["rank"] == 8
+    assert json.loads((tmp_path / "exported.json").read_text())["description"] == "from a friend"
+
+
+def test_plain_on_a_dumb_terminal(wizard, env):
+    w = wizard("--plain", cols=80, rows=24, environ={**env, "TERM": "dumb"})
+    quit_wizard(w)
+    assert "\x1b" not in w.raw.decode() and "Main menu" in w.text
+
+
+def test_no_arguments_without_a_terminal_prints_the_help(capsys, monkeypatch, tmp_path):
+    from sidestep.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # sidestep.log goes to the working directory
+    monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: nobody to answer a wizard
+    assert main([]) == 0
+    assert "usage: train.py" in capsys.readouterr().out
