@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,8 @@ class Config:
     @property
     def effective_num_workers(self) -> int:
         # Spawn-based workers crash on Windows with this loader (seed issue): always 0 there.
-        return 0 if sys.platform == "win32" else self.num_workers
+        # More workers than cores only adds start-up time (and a torch warning).
+        return 0 if sys.platform == "win32" else min(self.num_workers, os.cpu_count() or 1)
 
 
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:

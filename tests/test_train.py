@@ -140,7 +140,10 @@ def test_windows_forces_zero_workers(monkeypatch):
     monkeypatch.setattr("sys.platform", "win32")
     assert Config(num_workers=8).effective_num_workers == 0
     monkeypatch.setattr("sys.platform", "linux")
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert Config(num_workers=8).effective_num_workers == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert Config(num_workers=8).effective_num_workers == 2
 
 
 def test_compile_matches_eager(tiny_root_readonly, tmp_path):

@@ -11,6 +11,7 @@ import gc
 import json
 import logging
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class _StopFlag:
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._pid = os.getpid()  # data-loader workers inherit the handler; only the trainer answers
 
     def __enter__(self):
         try:
@@ -89,6 +91,8 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            return
         self.requested = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
         get_console().print("\nStopping after this optimizer step and saving a checkpoint "
