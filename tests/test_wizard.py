@@ -59,9 +59,21 @@ def setup_answers(w: Wizard, mode: str = "", level: str = "", preset: str = "") 
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", preset)
 
 
-def finish(w: Wizard, save_as: str = "", start: str = "y") -> None:
+def finish(w: Wizard, save_as: str = "", start: str = "y", command: str = "fixed", before: str = "",
+           generate: tuple[str, ...] = ()) -> None:
+    """Save-as-preset, start, the (dry-run) execution, then the offer to generate with the new adapter."""
     w.answer(r"Save these settings as a preset\? Name \(Enter to skip\): $", save_as)
     w.answer(r"Start training\? \[Y/n\]: $", start)
+    if start not in ("", "y") or not command:
+        return
+    if before:
+        w.expect(before)
+    w.expect(rf"dry run: recorded '{command}'")
+    w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y" if generate else "")
+    if generate:
+        w.answer(r"Prompt \(style, genre, instruments; put your trigger tag in\): $", generate[0])
+        w.answer(r"Seconds of audio \[20\.0\]: $", generate[1])
+        w.expect(r"dry run: recorded 'generate'")
 
 
 def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
@@ -82,8 +94,7 @@ def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.expect(r"\[Step 5/6\] Training settings")
     assert w.fill({"learning-rate": "5e-4", "epochs": "3", "output-dir": "out1"}, "Same run from the command line") \
         == ["learning-rate", "batch-size", "epochs", "output-dir"]
-    finish(w)
-    w.expect(r"dry run: recorded 'fixed'")
+    finish(w, generate=("calm piano", "5"))
 
 
 def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
@@ -92,8 +103,8 @@ def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
     asked = w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "lokr_out"}, "Same run from the command")
     assert asked == ["checkpoint-dir", "dataset-dir", "lokr-linear-dim", "lokr-linear-alpha", "learning-rate",
                      "batch-size", "epochs", "output-dir"]
-    finish(w, save_as="my_lokr")
-    w.expect(r"Note: preset 'quick_test' stores adapter lora; training a lokr as chosen in the menu")
+    finish(w, save_as="my_lokr", before=r"Note: preset 'quick_test' stores adapter lora; training a lokr as chosen in "
+                                        r"the menu")
 
 
 def root_with_a_finetune(tmp_path: Path, tiny_root: Path) -> Path:
@@ -133,7 +144,9 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
     assert "Traceback" not in w.text
     assert w.text.count("base-model:") == 1  # only for the fine-tune whose config cannot tell
 
-    lora, lokr, finetune = recorded(tmp_path)
+    lora, generate, lokr, finetune = recorded(tmp_path)
+    assert generate["command"] == "generate" and generate["args"]["gen_adapter"] == "out1"
+    assert (generate["args"]["gen_prompt"], generate["args"]["gen_duration"]) == ("calm piano", 5.0)
     assert Config(**finetune["config"]) == cli_config(
         ["fixed", "--checkpoint-dir", str(root), "--model-variant", "my-finetune", "--base-model", "sft",
          "--dataset-dir", str(tmp_path / "data"), "--output-dir", "ft"], tmp_path, monkeypatch)
@@ -166,8 +179,7 @@ def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path
                "gradient-checkpointing": "n", "num-workers": "0", "save-every": "5", "log-every": "2",
                "dataset-dir": str(tmp_path / "data"), "output-dir": str(tmp_path / "out"), "bias": "all"}
     asked = w.fill(answers, "Same run from the command line", model="2")
-    finish(w)
-    w.expect(r"dry run: recorded 'vanilla'")
+    finish(w, command="vanilla")
     quit_wizard(w)
 
     # advanced mode asks every vanilla option but the menu's adapter type, the LoRA-only ones, the model
@@ -204,7 +216,7 @@ def test_real_training_ctrl_c_checkpoints_and_returns_to_the_menu_with_memory_fr
     setup_answers(w, preset="tiny")
     w.fill({"dataset-dir": str(tmp_path / "data"), "epochs": "100000", "output-dir": "out"},
            "Same run from the command line", model="turbo")
-    finish(w)
+    finish(w, command="")  # a real run: no dry-run record, and interrupted, so no offer to generate
     w.expect(r"epoch [1-9]\d*/100000", timeout=60)  # really training
     w.ctrl_c()
     w.expect(r"(?s)interrupted at optimizer step \d+; checkpoint saved.*?Resume with:\s+python train.py fixed "
@@ -250,7 +262,6 @@ def preprocess_then_train(w: Wizard, tmp_path: Path) -> None:
     setup_answers(w)
     w.fill({"output-dir": "chained"}, "Same run from the command line")
     finish(w)
-    w.expect(r"dry run: recorded 'fixed'")
 
 
 def experimental(w: Wizard, tmp_path: Path) -> None:
@@ -267,7 +278,7 @@ def experimental(w: Wizard, tmp_path: Path) -> None:
     w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", "")
     w.fill({"output-dir": "sel"}, "Same run from the command line")
-    finish(w)
+    finish(w, command="selective")
     main_menu(w, "4")
     w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "3")
     w.answer(r"Module config JSON files [^\n]*: $", f"{tmp_path / 'a.json'} {tmp_path / 'missing.json'}")

@@ -431,7 +431,25 @@ def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, 
     config = review(session, form, answers, _build(form, defaults, fixed), command_of, "training", True)
     if config is not None:
         _note_preset_adapter(session, answers, defaults, fixed)
-        execute(session, command_of(answers), config)
+        if execute(session, command_of(answers), config) == 0:
+            _offer_generate(session, config)
+
+
+def _offer_generate(session: Session, config: Config) -> None:
+    """After training: hear the adapter right away (train.py generate on the output folder)."""
+    prompter = session.prompter
+    try:
+        if not prompter.confirm("Generate a short song with the new adapter?", default=False):
+            return
+        prompt = prompter.ask(Question("prompt", "Prompt (style, genre, instruments; put your trigger tag in)"),
+                              "", {})
+        seconds = prompter.ask(Question("duration", "Seconds of audio", kind=float), 20.0, {})
+    except GoBack:
+        return
+    out = Path(config.output_dir) / "generated.wav"
+    execute(session, "generate", config, gen_prompt=prompt, gen_lyrics=None, gen_duration=seconds,
+            gen_adapter=config.output_dir, gen_strength=1.0, gen_out=str(out), gen_steps=None, gen_shift=None,
+            gen_guidance=None)
 
 
 def _note_preset_adapter(session: Session, answers: dict, defaults: _Defaults, fixed: dict) -> None:
