@@ -41,6 +41,15 @@ def test_two_processes_equal_one_with_doubled_batch(tiny_root_readonly, tmp_path
     assert max(b[k].abs().max().item() for k in b if "lora_B" in k) > 1e-3  # it trained
     state = torch.load(ddp_out / "checkpoints" / "epoch_1" / "training_state.pt", weights_only=True)
     assert state["world_size"] == 2 and state["global_step"] == 2
+    # resume the 2-process run's epoch-1 checkpoint in one process (the device count changed)
+    resumed = train(Config(checkpoint_dir=str(tiny_root_readonly), dataset_dir=str(dataset),
+                           output_dir=str(tmp_path / "resumed"), rank=4, alpha=8, learning_rate=0.01, warmup_steps=0,
+                           gradient_accumulation=1, epochs=2, num_workers=0, dropout=0.0, device="cpu",
+                           save_every=1, batch_size=2, resume_from=str(ddp_out / "checkpoints" / "epoch_1")),
+                    "fixed", quiet=True)
+    assert resumed.optimizer_steps == 4 and len(resumed.losses) == 2
+    c = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert all(torch.allclose(c[k], b[k], rtol=1e-4, atol=5e-5) for k in b)
 
 
 def test_named_cuda_device_is_pinned():
