@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -9,7 +10,47 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from sidestep.errors import SidestepError
 from sidestep.faults import fault_point
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class WriteError(SidestepError, OSError):
+    """A write that failed (disk full, read-only, no permission): one line naming the path, why and the fix.
+
+    It is an OSError too (with `errno`/`strerror`), so callers that wrap OSError keep working.
+    """
+
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+        self.strerror = os.strerror(code) if code else None
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def write_problem(err: OSError) -> tuple[str, str]:
+    """(what went wrong, how to fix it) for an OSError raised while writing."""
+    if err.errno in _FULL:
+        return ("the disk is full", "free some space there (or choose another folder) and run again; "
+                "files written before are intact")
+    if err.errno == errno.EROFS:
+        return "the file system is read-only", "choose a folder on a writable drive"
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied", "choose a folder you can write to, or fix its permissions"
+    return err.strerror or str(err), "check the folder and the free space there"
+
+
+def write_error(path: str | Path, err: OSError, what: str = "", fix: str | None = None) -> WriteError:
+    """The WriteError for `err` while writing `path` (`what`: "the checkpoint", ...; `fix` overrides the hint)."""
+    if isinstance(err, WriteError) and not what and fix is None:
+        return err
+    problem, hint = write_problem(err)
+    detail = f" ({err.strerror})" if err.strerror and err.strerror.lower() != problem.lower() else ""
+    target = f" {what}" if what else ""
+    return WriteError(f"{path}: cannot write{target}: {problem}{detail}; {fix or hint}", err.errno)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -29,19 +70,51 @@ def _fsync_dir(path: Path) -> None:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it is fsynced and renamed onto `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as err:
+        raise write_error(path, err) from None
     tmp = Path(tmp)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except OSError as err:  # ENOSPC and friends: the target is untouched, say why in one line
+            raise write_error(path, err) from None
         fault_point(path.name)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_many(folder: str | Path, files: dict[str, bytes]) -> None:
+    """Write several files into `folder` as one set: every temp file is written and synced before the
+    first rename, so a full disk (or any write error) leaves all the previous files, never a mix."""
+    folder = Path(folder)
+    temps: dict[str, Path] = {}
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+                temps[name] = Path(tmp)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except OSError as err:
+            raise write_error(folder / name if temps else folder, err) from None
+        for name, tmp in temps.items():
+            fault_point(name)
+            os.replace(tmp, folder / name)
+        _fsync_dir(folder)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -61,15 +134,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     A crash at any point leaves either the previous folder or the new complete one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise write_error(path, err) from None
     old = path.parent / f".{path.name}.old"
     try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb+") as fh:
-                    os.fsync(fh.fileno())
+        try:
+            yield tmp
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb+") as fh:
+                        os.fsync(fh.fileno())
+        except OSError as err:
+            raise write_error(path, err) from None
         fault_point(path.name)
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 
@@ -66,8 +67,11 @@ def _quiet_libraries() -> None:
 
 def _setup_logging() -> None:
     """Everything (tracebacks included) goes to sidestep.log in the working directory."""
+    path = os.path.abspath("sidestep.log")
+    if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
+        return  # main() called again in this process: one handler (one open file) is enough
     try:
-        handler = logging.FileHandler("sidestep.log", encoding="utf-8")
+        handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         return
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -9,7 +9,10 @@ the pipeline can skip it and say why.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,9 @@ _DOWNMIX_51 = torch.tensor([[1.0, 0.0, _C, 0.0, _C, 0.0],
                             [0.0, 1.0, _C, 0.0, 0.0, _C]]) / (1 + 2 * _C)
 
 
+_REEXPORT = "re-export or re-download the song"
+
+
 class AudioError(Exception):
     """A file that cannot be used as a training sample; `str()` is the one-line reason."""
 
@@ -53,6 +59,7 @@ class AudioClip:
     original_duration: float  # seconds of the whole file, before --max-duration (Q16)
     source_rate: int
     source_channels: int
+    note: str | None = None  # a problem worth telling the user that did not stop the file (truncation)
 
     @property
     def duration(self) -> float:
@@ -67,17 +74,25 @@ def check_readable(path: Path) -> None:
     """Turn the ways a path can fail to open into reasons a musician understands."""
     try:
         if path.is_symlink() and not path.exists():
-            raise AudioError("unreadable: broken link (the file it points to is gone)")
+            try:
+                os.stat(path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise AudioError("unreadable: link loop (the link leads back to itself); replace it with the "
+                                     "song file or delete it") from None
+            raise AudioError("unreadable: broken link (the file it points to is gone); point it at the song or "
+                             "delete it")
         if path.is_dir():
-            raise AudioError("unreadable: this is a folder, not an audio file")
+            raise AudioError("unreadable: this is a folder, not an audio file; rename it")
         with open(path, "rb") as fh:
             head = fh.read(1)
     except PermissionError:
-        raise AudioError("unreadable: permission denied") from None
+        raise AudioError("unreadable: permission denied; make the file readable (chmod a+r) or copy it "
+                         "somewhere you own") from None
     except OSError as err:
-        raise AudioError(f"unreadable: {err.strerror or err}") from None
+        raise AudioError(f"unreadable: {err.strerror or err}; check the drive and copy the file again") from None
     if not head:
-        raise AudioError("empty file (0 bytes)")
+        raise AudioError("empty file (0 bytes); copy or export the song again")
 
 
 @lru_cache(maxsize=8)
@@ -87,12 +102,30 @@ def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resa
 
 def _info(path: Path) -> sf._SoundFileInfo:
     try:
-        return sf.info(str(path))
+        return sf.info(str(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         # libsndfile's own wording is misleading here (for a damaged mp3 it says the file
         # "does not exist"), so the reason is ours.
         raise AudioError("not a readable audio file: unsupported format, damaged header, or not audio "
-                         "at all (wav, flac, mp3 and ogg are read)") from None
+                         "at all (wav, flac, mp3 and ogg are read); re-export it as wav or flac") from None
+
+
+# libsndfile's header log for a WAV whose data chunk is cut short: "data : 192000 (should be 63970)".
+_CUT_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be \d+\)", re.MULTILINE)
+_BLOCK_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
+
+
+def _promised_frames(info: sf._SoundFileInfo) -> int:
+    """Frames the header promises. libsndfile quietly shortens `frames` to the data a cut-off WAV
+    really holds; its header log still tells the length the file was meant to have."""
+    text = getattr(info, "extra_info", "") or ""
+    cut, align = _CUT_DATA.search(text), _BLOCK_ALIGN.search(text)
+    if not cut or not align or int(align.group(1)) <= 0:
+        return info.frames
+    declared = int(cut.group(1))
+    if declared in (0, 0xFFFFFFFF, 0xFFFFFFFF - 8):  # placeholders of streaming writers, not a promise
+        return info.frames
+    return max(info.frames, declared // int(align.group(1)))
 
 
 def probe_duration(path: str | Path) -> float:
@@ -109,9 +142,9 @@ def _decode(path: Path, frames: int) -> np.ndarray:
         data, _ = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         detail = str(err).split(":")[-1].strip() or type(err).__name__
-        raise AudioError(f"corrupt audio: decoding failed ({detail})") from None
+        raise AudioError(f"corrupt audio: decoding failed ({detail}); {_REEXPORT}") from None
     if not np.isfinite(data).all():
-        raise AudioError("corrupt audio: decoded samples are NaN or infinite")
+        raise AudioError(f"corrupt audio: decoded samples are NaN or infinite; {_REEXPORT}")
     return data
 
 
@@ -144,13 +177,20 @@ def load_audio(path: str | Path, target_rate: int = 48_000, max_duration: float 
     check_readable(path)
     info = _info(path)
     if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError("zero-length audio (the file holds no samples)")
+        raise AudioError(f"zero-length audio (the file holds no samples); {_REEXPORT}")
     src_rate, original = int(info.samplerate), info.frames / info.samplerate
     keep_out = int(max_duration * target_rate)
     keep_in = min(info.frames, math.ceil((max_duration + _RESAMPLE_MARGIN_S) * src_rate))
     data = _decode(path, keep_in)
     if data.shape[0] == 0:
-        raise AudioError("zero-length audio (nothing could be decoded)")
+        raise AudioError(f"zero-length audio (nothing could be decoded); {_REEXPORT}")
+    got, promised, note = data.shape[0], _promised_frames(info), None
+    if (got < keep_in or keep_in == info.frames) and promised - got > max(0.1 * src_rate, 0.02 * promised):
+        # The file ends before its header says it does (a cut-off copy or download): use what is there,
+        # with its real length in the prompt, and say so.
+        original = got / src_rate
+        note = (f"truncated file: its header promises {promised / src_rate:.2f} s but only {original:.2f} s "
+                f"could be decoded; that part is used ({_REEXPORT} to train on all of it)")
     wave = torch.from_numpy(np.ascontiguousarray(data.T))
     if src_rate != target_rate:
         with torch.no_grad():
@@ -159,9 +199,9 @@ def load_audio(path: str | Path, target_rate: int = 48_000, max_duration: float 
     if wave.shape[-1] < max(min_samples, 1):
         raise AudioError(f"too short: {original:.3f} s; at least {min_samples / target_rate:.2f} s is needed")
     if float(wave.abs().max()) < SILENCE_PEAK:
-        raise AudioError("silent: every sample is (near) zero")
+        raise AudioError("silent: every sample is (near) zero; remove it, or export the track that has the audio")
     return AudioClip(waveform=wave, sample_rate=target_rate, original_duration=original,
-                     source_rate=src_rate, source_channels=int(info.channels))
+                     source_rate=src_rate, source_channels=int(info.channels), note=note)
 
 
 def is_audio_path(path: Path) -> bool:

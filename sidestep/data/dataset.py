@@ -45,13 +45,25 @@ def list_samples(folder: str | Path) -> list[Path]:
     return paths
 
 
+class SampleError(SidestepError):
+    """A sample file that cannot be loaded. Raised in a DataLoader worker, it comes back to the main
+    process re-built as `SampleError("Caught SampleError in DataLoader worker ...<traceback>...")`:
+    only the original one-line message is kept, so the user never sees the worker's traceback."""
+
+    def __init__(self, message: str):
+        if "\nOriginal Traceback" in message:
+            last = message.strip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
 def load_sample(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         sample = {k: data[k] for k in TENSOR_KEYS}
     except Exception as err:  # a bad pickle raises many types
-        raise SidestepError(f"{path}: not a readable preprocessed sample ({type(err).__name__}); "
-                            "rerun train.py preprocess") from None
+        raise SampleError(f"{path}: not a readable preprocessed sample ({type(err).__name__}); "
+                          "rerun train.py preprocess") from None
     return sample
 
 

@@ -114,13 +114,32 @@ def _dataset_settings(path: Path, meta: Any) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads keeps the last of two equal keys without a word; a dataset JSON must not be ambiguous."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def read_dataset_json(path: str | Path) -> DatasetMeta:
     """Read and validate a dataset JSON; every problem is a one-line SidestepError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise SidestepError(f"{path}: dataset JSON not found; check --dataset-json")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as dup:
+        raise SidestepError(f"{path}: key '{dup.key}' appears twice in one object, so it is unclear which value "
+                            "counts; keep one and fix the dataset JSON") from None
     except UnicodeDecodeError:
         raise SidestepError(f"{path}: not UTF-8 text; save the dataset JSON as UTF-8") from None
     except json.JSONDecodeError as err:

@@ -15,6 +15,7 @@ tensors bit-identical to an uninterrupted run.
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import hashlib
 import io
@@ -22,6 +23,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -40,7 +42,7 @@ from sidestep.data.audio import AudioError, check_readable, is_audio_path, load_
 from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_dataset_json
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
 from sidestep.errors import SidestepError
-from sidestep.io import atomic_write_bytes, atomic_write_text
+from sidestep.io import atomic_write_bytes, atomic_write_text, write_error
 from sidestep.model import discovery
 from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
 
@@ -90,6 +92,8 @@ class Report:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source file, reason)
     unmatched_entries: list[str] = field(default_factory=list)  # JSON entries that match no file
     files_without_entry: list[str] = field(default_factory=list)  # audio with no JSON entry
+    duplicate_entries: list[str] = field(default_factory=list)  # JSON entries for a file another entry describes
+    notes: dict[str, str] = field(default_factory=dict)  # source file -> a warning about a used sample
 
     @property
     def num_samples(self) -> int:
@@ -319,9 +323,11 @@ def summary_table(report: Report, console: Console) -> Table:
     for column in ("file", "result", "reason"):
         table.add_column(column, overflow="fold")
     for rel in report.processed:
-        table.add_row(rel, "processed", "")
+        table.add_row(rel, "processed", report.notes.get(rel, ""))
     for rel in report.reused:
-        table.add_row(rel, "unchanged", "kept from an earlier run (same audio, metadata and settings)")
+        note = report.notes.get(rel)
+        table.add_row(rel, "unchanged", "kept from an earlier run (same audio, metadata and settings)"
+                      + (f"; {note}" if note else ""))
     for rel, reason in report.skipped:
         table.add_row(rel, "skipped", reason)
     return table
@@ -330,7 +336,11 @@ def summary_table(report: Report, console: Console) -> Table:
 def _print_summary(report: Report, console: Console) -> None:
     console.print(summary_table(report, console))
     for key in report.unmatched_entries:
-        console.print(f"dataset JSON entry '{key}' matches no audio file", markup=False, highlight=False)
+        console.print(f"dataset JSON entry '{key}' matches no audio file in --audio-dir; fix its filename or "
+                      "audio_path, or remove it", markup=False, highlight=False)
+    for key in report.duplicate_entries:
+        console.print(f"dataset JSON entry '{key}' is a duplicate: an earlier entry describes that file and is the "
+                      "one used; remove one of them", markup=False, highlight=False)
     if report.files_without_entry:
         console.print(f"{len(report.files_without_entry)} file(s) have no dataset JSON entry; their caption is "
                       f"their file name: {', '.join(report.files_without_entry)}", markup=False, highlight=False)
@@ -365,6 +375,17 @@ def _check_options(config: Config) -> tuple[Path, Path, Path]:
     if config.max_duration <= 0:
         raise SidestepError(f"--max-duration {config.max_duration}: must be more than 0 seconds")
     return audio_dir, out, Path(config.checkpoint_dir).expanduser()
+
+
+def _check_writable(out: Path) -> None:
+    """Create the output folder and prove a file can be written there, before any model is loaded."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise write_error(out, err, "the tensors", None if err.errno in (errno.ENOSPC, errno.EDQUOT) else
+                          "choose a --tensor-output folder you can write to") from None
 
 
 def _clean_temp_files(out: Path) -> None:
@@ -447,7 +468,9 @@ class _Run:
             raise SidestepError(f"{self.audio_dir}: no audio files found (wav, flac, mp3, ogg); check --audio-dir")
         self.report.skipped.extend(unsupported)
         matched, unmatched = match_entries(files, self.dataset)
-        self.report.unmatched_entries = [e.key for e in unmatched]
+        described = {PurePosixPath(rel).name for rel in matched}  # a second entry for a file is a duplicate
+        self.report.unmatched_entries = [e.key for e in unmatched if e.key not in described]
+        self.report.duplicate_entries = [e.key for e in unmatched if e.key in described]
         if self.config.dataset_json:
             self.report.files_without_entry = [f for f in files if f not in matched]
         ids, subset = assign_sample_ids(files), genre_subset(len(files), self.dataset.genre_ratio)
@@ -498,6 +521,8 @@ class _Run:
                     used_seconds=round(clip.duration, 6), truncated=clip.truncated, source_rate=clip.source_rate,
                     source_channels=clip.source_channels, caption=text, has_json_entry=job.entry is not None,
                     is_instrumental=metadata["is_instrumental"], language=job.entry.language if job.entry else None)
+        if clip.note:
+            info["note"] = clip.note
         _save_tensors(_pass1_path(self.out, job), dict(
             target_latents=latents.cpu(), text_hidden_states=text_hidden.cpu(), text_attention_mask=text_mask.cpu(),
             lyric_hidden_states=lyric_hidden.cpu(), lyric_attention_mask=lyric_mask.cpu(), metadata=metadata,
@@ -520,7 +545,7 @@ class _Run:
                     # Recorded so that a rerun skips it without loading any model.
                     _write_state(self.out, job, skipped=str(err))
                     self.report.skipped.append((job.rel, str(err)))
-                    advance(f"{job.rel} (skipped: {err})")
+                    advance(f"{job.rel} (skipped: {str(err).split(';')[0]})")  # the fix is in the summary
         del vae, tokenizer, text_model
         self.on_event("pass_end", {"pass": 1})
 
@@ -564,7 +589,7 @@ class _Run:
     # -- the whole run --------------------------------------------------------------------
 
     def execute(self, passes: tuple[int, ...]) -> Report:
-        self.out.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.out)
         _clean_temp_files(self.out)
         todo = []
         for job in self.jobs:
@@ -602,6 +627,7 @@ class _Run:
                     state.unlink(missing_ok=True)
         shutil.rmtree(self.out / PASS1_DIR, ignore_errors=True)
         self.report.samples = [j.pt_name for j in self.jobs if j.sample_id in live]
+        self.report.notes = {i["source"]: i["note"] for i in self.infos.values() if i.get("note")}
         self.report.skipped.sort()
         atomic_write_text(self.out / MANIFEST, json.dumps(self._manifest(), indent=2, ensure_ascii=False))
 
@@ -623,6 +649,7 @@ class _Run:
             "sample_info": infos,
             "skipped": [dict(file=f, reason=r) for f, r in self.report.skipped],
             "unmatched_json_entries": self.report.unmatched_entries,
+            "duplicate_json_entries": self.report.duplicate_entries,
             "files_without_json_entry": self.report.files_without_entry,
             "audio_dir": str(self.audio_dir.resolve()),
             "dataset_json": str(Path(self.config.dataset_json).resolve()) if self.config.dataset_json else None,

@@ -125,9 +125,15 @@ def find_model(root: str | Path, variant: str) -> ModelEntry:
     """Resolve `--model-variant` (turbo/base/sft or any folder name) under `root`."""
     root = _check_root(Path(root))
     folder_name = VARIANT_ALIASES.get(variant, variant)
-    entry = inspect_model_folder(root / folder_name) if (root / folder_name).is_dir() else None
+    folder = root / folder_name
+    entry = inspect_model_folder(folder) if folder.is_dir() else None
     if entry is not None:
         return entry
+    config = folder / "config.json"
+    if folder.is_dir() and not (folder / "model_index.json").is_file() and (
+            not config.is_file() or _read_json(config) is None):  # the folder is there, its config is not
+        problem = "not found" if not config.is_file() else "not valid JSON"
+        raise CheckpointError(f"{config}: {problem}; the model folder is incomplete or damaged, re-download it")
     models = scan_models(root)
     close = fuzzy_find(models, variant)
     hint = f"; did you mean {', '.join(m.name for m in close)}?" if close else (
@@ -202,5 +208,6 @@ def locate_parts(root: str | Path, variant: str, need: tuple[str, ...] = ("vae",
         text = find_text_encoder(root) if "text_encoder" in need else root / TEXT_ENCODER_DIR_NAMES[0]
         silence = find_silence_latent(root, entry) if "silence" in need else None
         if entry.layout == "official" and not (entry.path / WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete")
+            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete, "
+                                  "re-download it")
     return CheckpointParts(root=root, model=entry, vae=vae, text_encoder=text, silence_latent=silence)

@@ -54,6 +54,17 @@ def read_dit_config(folder: Path) -> dict[str, Any]:
     missing = [f for f in _REQUIRED_FIELDS if f not in config]
     if missing:
         raise CheckpointError(f"{path}: not an ACE-Step 1.5 DiT config (missing {', '.join(missing)})")
+    bad = [f for f in _REQUIRED_FIELDS if isinstance(config[f], bool) or not isinstance(config[f], int)
+           or config[f] < 1]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} must be a positive whole number, got {config[bad[0]]!r}; "
+                              "config.json is damaged, re-download the model folder")
+    types = config.get("layer_types")
+    if types is not None and (not isinstance(types, list) or len(types) < config["num_hidden_layers"]):
+        count = len(types) if isinstance(types, list) else type(types).__name__
+        raise CheckpointError(f"{path}: layer_types lists {count} layers but num_hidden_layers is "
+                              f"{config['num_hidden_layers']}; config.json is damaged or edited, re-download the "
+                              "model folder")
     return config
 
 
@@ -158,7 +169,7 @@ def expected_official_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...
 
 def _open_weights(path: Path):
     if not path.is_file():
-        raise CheckpointError(f"{path}: not found; the DiT folder needs its {WEIGHTS_FILE}")
+        raise CheckpointError(f"{path}: not found; the model folder is incomplete, re-download it")
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
@@ -228,7 +239,13 @@ def load_dit(
     folder = Path(folder)
     config = read_dit_config(folder)
     weights_path = folder / WEIGHTS_FILE
-    modules = build_modules(config)
+    try:
+        modules = build_modules(config)
+    except (ValueError, TypeError, IndexError, KeyError, AssertionError, RuntimeError, ZeroDivisionError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{folder / 'config.json'}: describes a network that cannot be built "
+                              f"({type(err).__name__}: {first}); config.json is damaged or edited, re-download "
+                              "the model folder") from None
     keep = ({"transformer"} if with_transformer else set()) \
         | ({"condition_encoder"} if with_condition_encoder else set()) \
         | ({"audio_tokenizer", "audio_token_detokenizer"} if with_audio_tokenizer else set())
@@ -249,11 +266,13 @@ def load_dit(
             want = expected[module_name].get(name)
             if want is None:
                 raise CheckpointError(f"{weights_path}: unexpected key '{key}' (config.json describes no such "
-                                      "parameter); config.json and model.safetensors do not belong together")
+                                      "parameter); config.json and model.safetensors do not belong together, "
+                                      "re-download the model folder")
             got = tuple(weights.get_slice(key).get_shape())
             if got != want:
                 raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
-                                      f"{list(want)}; config.json and model.safetensors do not belong together")
+                                      f"{list(want)}; config.json and model.safetensors do not belong together, "
+                                      "re-download the model folder")
             seen.add((module_name, name))
             if key == NULL_CONDITION_KEY:
                 null_condition_emb = weights.get_tensor(key).to(device=device, dtype=dtype)
@@ -266,6 +285,11 @@ def load_dit(
                 state[module_name][name] = tensor.to(device=device, dtype=dtype)
 
     missing = [diffusers_to_official(m, n) for m, names in expected.items() for n in names if (m, n) not in seen]
+    held = {int(n.split(".")[1]) for m, n in seen if m == "transformer" and n.startswith("layers.")}
+    if missing and held and len(held) < config["num_hidden_layers"]:
+        raise CheckpointError(f"{folder / 'config.json'}: num_hidden_layers is {config['num_hidden_layers']} but "
+                              f"{WEIGHTS_FILE} holds {len(held)} decoder layers; config.json and {WEIGHTS_FILE} do "
+                              "not belong together, re-download the model folder")
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(f"{weights_path}: missing key '{missing[0]}'{more}; the file is incomplete, "

@@ -8,15 +8,16 @@ Checkpoint folders add `training_state.pt` (loaded with weights_only=True).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from sidestep.errors import SidestepError
-from sidestep.io import atomic_dir, atomic_path, atomic_write_text, recover_dir
+from sidestep.io import atomic_dir, atomic_write_many, recover_dir, write_error, write_problem
 
 LORA_WEIGHTS = "adapter_model.safetensors"
 LORA_CONFIG = "adapter_config.json"
@@ -42,32 +43,37 @@ def adapter_files(adapter, run_info: dict[str, Any]) -> dict[str, bytes | tuple[
     return files
 
 
-def _write(folder: Path, name: str, content, atomic: bool) -> None:
-    path = folder / name
+def _encode(content) -> bytes:
     if isinstance(content, tuple):
         tensors, metadata = content
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        if atomic:
-            with atomic_path(path) as tmp:
-                save_file(tensors, str(tmp), metadata=metadata)
-        else:
-            save_file(tensors, str(path), metadata=metadata)
-    elif atomic:
-        atomic_write_text(path, content)
-    else:
-        path.write_text(content, encoding="utf-8")
+        return stable_safetensors(save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                                       metadata=metadata))
+    return content.encode("utf-8")
+
+
+def stable_safetensors(data: bytes) -> bytes:
+    """safetensors writes its `__metadata__` map in a random order (a Rust HashMap), so the same adapter
+    saved twice gives different bytes. Sort that map: the header keeps its length, the tensors their offsets."""
+    size = int.from_bytes(data[:8], "little")
+    raw = data[8:8 + size].rstrip(b" ")
+    header = json.loads(raw)
+    if len(header.get("__metadata__") or {}) < 2:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) != len(raw):  # not the writer's formatting after all: keep its bytes
+        return data
+    return data[:8] + text.ljust(size, b" ") + data[8 + size:]
 
 
 def save_adapter(folder: str | Path, adapter, run_info: dict[str, Any]) -> Path:
-    """Write the adapter files into `folder` (each file atomically; other files there are kept)."""
+    """Write the adapter files into `folder` as one set (all new or all old, also on a full disk; other files
+    there are kept)."""
     folder = Path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, content in adapter_files(adapter, run_info).items():
-            _write(folder, name, content, atomic=True)
+        atomic_write_many(folder, {name: _encode(data) for name, data in adapter_files(adapter, run_info).items()})
     except OSError as err:
-        raise SidestepError(f"{folder}: cannot write the adapter ({err.strerror or err}); check free space and "
-                            "permissions of --output-dir") from None
+        raise write_error(folder, err, "the adapter", _fix(err)) from None
     return folder
 
 
@@ -77,12 +83,23 @@ def save_checkpoint(folder: str | Path, adapter, run_info: dict[str, Any], state
     try:
         with atomic_dir(folder) as tmp:
             for name, content in adapter_files(adapter, run_info).items():
-                _write(tmp, name, content, atomic=False)
-            torch.save(state, tmp / STATE_FILE)
+                # serialized in memory, written with plain file I/O: a full disk is an OSError (ENOSPC)
+                (tmp / name).write_bytes(_encode(content))
+            buffer = io.BytesIO()  # torch.save to a file reports a full disk as a RuntimeError
+            torch.save(state, buffer)
+            (tmp / STATE_FILE).write_bytes(buffer.getbuffer())
     except OSError as err:
-        raise SidestepError(f"{folder}: cannot write the checkpoint ({err.strerror or err}); check free space "
-                            "and permissions of --output-dir") from None
+        raise write_error(folder, err, "the checkpoint", _fix(err)) from None
     return folder
+
+
+def _fix(err: OSError) -> str | None:
+    """The hint for a failed adapter/checkpoint write: free space, or another --output-dir."""
+    problem, _ = write_problem(err)
+    if problem == "the disk is full":
+        return ("free some space on that drive (or pass another --output-dir) and resume from the last "
+                "checkpoint; earlier checkpoints are intact")
+    return None if problem != "the file system is read-only" else "pass an --output-dir on a writable drive"
 
 
 def load_training_state(folder: str | Path) -> dict[str, Any]:
