@@ -166,3 +166,12 @@ def test_resume_from_a_non_checkpoint_or_truncated_state(tiny_root_readonly, dat
     assert main(["--plain", "-y", *args, "--resume-from", str(broken)]) == 2
     assert "training_state.pt: unreadable" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(tiny_root_readonly, dataset, tmp_path):
+    out = tmp_path / "out"
+    (out / "checkpoints" / ".epoch_3.abcd.tmp").mkdir(parents=True)
+    (out / ".adapter_model.safetensors.x.tmp").write_bytes(b"half")
+    train(_config(tiny_root_readonly, dataset, out, epochs=1), "fixed", quiet=True)
+    assert not list(out.glob(".*.tmp")) and not list((out / "checkpoints").glob(".*.tmp"))
+    assert (out / "checkpoints" / "epoch_1").is_dir()

@@ -12,7 +12,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from sidestep.config import Config
 from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.errors import SidestepError
+from sidestep.io import write_error
 from sidestep.model import discovery
 from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
@@ -275,6 +278,13 @@ def _validate(fabric, decoder, data, config: Config, runtime) -> float | None:
     return value
 
 
+def _remove_stale_temps(output_dir: Path) -> None:
+    """Half-written `.name.*.tmp` files/folders a killed run left behind (atomic writes' leftovers)."""
+    for folder in (output_dir, output_dir / checkpoints.CHECKPOINTS):
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _all_ranks(fabric, ok: bool) -> bool:
     """True only when `ok` holds on every process (so all of them skip or step together)."""
     return ok if fabric.world_size == 1 else fabric.strategy.reduce_boolean_decision(ok, all=True)
@@ -299,9 +309,12 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     output_dir = Path(config.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):  # a read-only or full disk fails here, before the model loads
+            pass
     except OSError as err:
-        raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
-                            "--output-dir") from None
+        raise write_error(output_dir, err, "the adapter", "choose a writable --output-dir") from None
+    if fabric.is_global_zero:
+        _remove_stale_temps(output_dir)
 
     previews = _preview_sampler(config, model, runtime, output_dir) if fabric.is_global_zero else None
 
