@@ -309,6 +309,10 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
     output_dir = Path(config.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
+                            "--output-dir") from None
+    try:
         with tempfile.TemporaryFile(dir=output_dir):  # a read-only or full disk fails here, before the model loads
             pass
     except OSError as err:
