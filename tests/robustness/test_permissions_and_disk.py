@@ -93,10 +93,9 @@ def test_train_into_a_read_only_folder(tiny_root_readonly, tmp_path, readonly):
     strerror = "Read-only file system" if "read-only" in problem else "Permission denied"
     assert error_line(text) == f"{where / 'out'}: cannot create the output folder ({strerror}); choose a writable " \
                                "--output-dir"
-    code, text = run_cli(*args, "--output-dir", where)  # the folder exists: the first write is refused
+    code, text = run_cli(*args, "--output-dir", where)  # the folder exists: refused before the model loads
     assert code == 2
-    assert error_line(text) == f"{where / 'runs'}: cannot write the TensorBoard logs: {problem}; choose a writable " \
-                               "--output-dir (or --log-dir)"
+    assert error_line(text) == f"{where}: cannot write the adapter: {problem}; choose a writable --output-dir"
 
 
 # ------------------------------------------------------------------------------------------
