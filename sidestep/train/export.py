@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_path
-from sidestep.train.checkpoints import LOKR_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS
+from sidestep.train.checkpoints import LOKR_WEIGHTS, LORA_CONFIG, LORA_WEIGHTS, stable_safetensors
 
 PEFT_PREFIX = "base_model.model."
 COMFY_PREFIX = "diffusion_model.decoder."
@@ -71,7 +71,7 @@ def export_comfyui(adapter_dir: str | Path, out_file: str | Path) -> Path:
     out_file = Path(out_file)
     try:
         with atomic_path(out_file) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+            tmp.write_bytes(stable_safetensors(save({k: v.contiguous() for k, v in tensors.items()}, metadata=header)))
     except OSError as err:
         raise SidestepError(f"{out_file}: cannot write ({err.strerror or err}); choose a writable path") from None
     return out_file
