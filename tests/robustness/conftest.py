@@ -23,3 +23,12 @@ def open_area():
 def open_root(tiny_root_readonly, open_area) -> Path:
     """The tiny checkpoints root, readable by any user."""
     return world_readable_copy(tiny_root_readonly, open_area / "checkpoints")
+
+
+@pytest.fixture
+def out(tmp_path):
+    """An output folder that already holds an earlier run's adapter: no failing run may touch it."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "adapter_model.safetensors").write_bytes(b"last week's adapter")
+    return folder

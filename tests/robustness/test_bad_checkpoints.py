@@ -23,14 +23,6 @@ def dataset(tmp_path_factory):
     return write_tensor_dataset(tmp_path_factory.mktemp("ckpt_ds") / "ds", n=2)
 
 
-@pytest.fixture
-def out(tmp_path):
-    """An output folder that already holds an earlier run's adapter: no failing run may touch it."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "adapter_model.safetensors").write_bytes(b"last week's adapter")
-    return folder
-
 
 def _train(root, dataset, out, *extra):
     return run_cli("fixed", "--checkpoint-dir", root, "--dataset-dir", dataset, "--output-dir", out, "--epochs", "1",

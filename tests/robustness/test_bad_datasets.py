@@ -16,13 +16,6 @@ def _train(root, dataset, out, *extra):
                    "--num-workers", "0", "--rank", "4", "--alpha", "8", "--gradient-accumulation", "1", *extra)
 
 
-@pytest.fixture
-def out(tmp_path):
-    folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "adapter_model.safetensors").write_bytes(b"last week's adapter")
-    return folder
-
 
 def _earlier_untouched(before, out):
     now = snapshot(out)
