@@ -41,7 +41,7 @@ def _child(settings: dict, queue) -> None:
     from sidestep.model.configs import load_config_file
     from sidestep.train.forecast import forecast
     from sidestep.train.recipe import train
-    from sidestep.train.runtime import resolve_runtime
+    from sidestep.runtime import resolve_runtime
 
     config = Config(**settings["config"])
     runtime = resolve_runtime(config.device, config.precision)

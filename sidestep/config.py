@@ -167,6 +167,14 @@ class Config:
     # Demo
     demo_dir: str = opt("./demo", "Demo", "Folder the demo writes its tiny checkpoint and outputs to", ("demo",))
 
+    def __post_init__(self) -> None:
+        # The one place a declared choice or bound is enforced: every Config (CLI flags, presets, the wizard,
+        # code) passes here, so no caller re-checks a bound by hand.
+        for f in dataclasses.fields(self):
+            problem = field_problem(f, getattr(self, f.name))
+            if problem:
+                raise SidestepError(f"{flag_of(f)} {problem}")
+
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:
         return dataclasses.fields(cls)
@@ -187,6 +195,9 @@ class Config:
         values = {}
         for name, value in data.items():
             values[name] = _coerce(known[name], value, source)
+            problem = field_problem(known[name], values[name])
+            if problem:  # named as the file names it, before Config would name the flag
+                raise SidestepError(f"{source}: option '{name}' {problem}")
         return cls(**values)
 
     def save_json(self, path: str | Path) -> None:
@@ -212,13 +223,24 @@ def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
           list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}[kind]
     if not ok(value):
         raise SidestepError(f"{source}: option '{f.name}' must be {kind.__name__}, got {value!r}")
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise SidestepError(f"{source}: option '{f.name}' must be one of {', '.join(choices)}, got {value!r}")
-    problem = bounds_error(f, value)
-    if problem:
-        raise SidestepError(f"{source}: option '{f.name}' {problem}")
     return float(value) if kind is float else value
+
+
+def field_flags(f: dataclasses.Field) -> list[str]:
+    return list(f.metadata["flags"]) or ["--" + f.name.replace("_", "-")]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The flag an error names (the long one)."""
+    return field_flags(f)[-1]
+
+
+def field_problem(f: dataclasses.Field, value: Any) -> str | None:
+    """Why `value` breaks the field's declared choices or bounds, else None."""
+    choices = f.metadata.get("choices")
+    if choices and value is not None and value not in choices:
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+    return bounds_error(f, value)
 
 
 def bounds_error(f: dataclasses.Field, value: Any) -> str | None:
@@ -232,3 +254,26 @@ def bounds_error(f: dataclasses.Field, value: Any) -> str | None:
     if above and below:
         return None
     return f"must be in {bounds[0]}{bounds[1:-1].replace(',', ', ')}{bounds[-1]}, got {value!r}"
+
+
+def config_to_argv(config: Config, command: str) -> list[str]:
+    """CLI arguments that reproduce `config` for `command` (only what differs from the defaults)."""
+    import shlex
+
+    default = Config()
+    argv: list[str] = []
+    for f in Config.fields():
+        value = getattr(config, f.name)
+        if command not in f.metadata["commands"] or value == getattr(default, f.name):
+            continue
+        flag = flag_of(f)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list) and f.metadata["nargs"] == "append":
+            for item in value:
+                argv += [flag, shlex.quote(item)]
+        elif isinstance(value, list):
+            argv += [flag, *map(shlex.quote, value)]
+        else:
+            argv += [flag, shlex.quote(str(value))]
+    return [command, *argv]

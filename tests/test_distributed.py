@@ -13,7 +13,7 @@ from helpers import write_tensor_dataset
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 from sidestep.train.recipe import train
-from sidestep.train.runtime import Runtime, fabric_kwargs, resolve_device
+from sidestep.runtime import Runtime, fabric_kwargs, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 

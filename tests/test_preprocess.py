@@ -214,9 +214,9 @@ def test_manifest_fields(first, songs):
 
 
 def test_manifest_is_what_training_reads(first):
-    from sidestep.data.dataset import list_samples
+    from sidestep.data.manifest import read_manifest
 
-    assert [p.name for p in list_samples(first.out)] == first.manifest["samples"]
+    assert [p.name for p in read_manifest(first.out).files()] == first.manifest["samples"]
 
 
 def test_progress_lines_are_plain_without_a_terminal(first):

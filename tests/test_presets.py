@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sidestep.cli.main import _commands, main
+from sidestep.cli.commands import commands
+from sidestep.cli.main import main
 from sidestep.cli.parser import build_parser, config_from_args
 from sidestep.config import Config
 from sidestep.errors import SidestepError
@@ -29,7 +30,7 @@ def elsewhere(tmp_path, monkeypatch):
 
 
 def parse(argv: list[str]) -> Config:
-    return config_from_args(build_parser(_commands()).parse_args(argv))
+    return config_from_args(build_parser(commands()).parse_args(argv))
 
 
 def test_the_seven_builtins_have_the_seed_settings():

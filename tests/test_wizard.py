@@ -46,11 +46,11 @@ def recorded(tmp_path) -> list[dict]:
 
 def cli_config(argv: list[str], cwd: Path, monkeypatch) -> Config:
     """What the CLI parses for `argv` (run from `cwd`, where ./presets/ is looked up)."""
-    from sidestep.cli.main import _commands
+    from sidestep.cli.commands import commands
     from sidestep.cli.parser import build_parser, config_from_args
 
     monkeypatch.chdir(cwd)
-    return config_from_args(build_parser(_commands()).parse_args(argv))
+    return config_from_args(build_parser(commands()).parse_args(argv))
 
 
 def setup_answers(w: Wizard, mode: str = "", level: str = "", preset: str = "") -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.cli.models_cmd import models_table, parts_lines
 from sidestep.config import Config
 from sidestep.io import atomic_write_text

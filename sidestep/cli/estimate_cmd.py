@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.train.export import export_comfyui
 

@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 
@@ -96,7 +96,7 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
     from sidestep.generate import build_pipeline, generate_audio, sampler_settings, set_adapter_strength, write_wav
     from sidestep.model.discovery import locate_parts
     from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
-    from sidestep.train.runtime import resolve_runtime
+    from sidestep.runtime import resolve_runtime
 
     out = _check(config, args)
     console = get_console()

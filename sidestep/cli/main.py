@@ -3,81 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 
-from sidestep.cli.console import get_console
-from sidestep.cli.parser import Command, build_parser, config_from_args
+from sidestep.console import get_console
+from sidestep.cli.commands import commands as all_commands
+from sidestep.cli.parser import build_parser, config_from_args
 from sidestep.errors import SidestepError
+from sidestep.logs import quiet_libraries, setup_logging
 
 log = logging.getLogger("sidestep")
-
-
-def _commands() -> list[Command]:
-    from sidestep.cli.demo import run_demo
-    from sidestep.cli.estimate_cmd import compare_arguments, run_compare, run_estimate, run_selective
-    from sidestep.cli.export_cmd import export_arguments, run_export
-    from sidestep.cli.generate_cmd import generate_arguments, run_generate
-    from sidestep.cli.models_cmd import run_models
-    from sidestep.cli.preprocess_cmd import run_preprocess
-    from sidestep.cli.train_cmd import run_training
-
-    return [
-        Command("demo", "End to end on a tiny built-in checkpoint (no downloads)", run_demo),
-        Command("models", "List the models found under --checkpoint-dir", run_models),
-        Command("preprocess", "Turn a folder of songs (+ optional dataset JSON) into training tensors",
-                run_preprocess),
-        Command("fixed", "Corrected training: CFG dropout + the model's own timestep sampling (recommended)",
-                run_training("fixed")),
-        Command("vanilla", "Upstream ACE-Step trainer behaviour: discrete turbo timesteps, no CFG dropout",
-                run_training("vanilla")),
-        Command("estimate", "Rank the decoder's attention modules by gradient sensitivity on your data", run_estimate),
-        Command("selective", "Corrected training on the top-k modules of a module config (from estimate)",
-                run_selective),
-        Command("compare-configs", "Compare module configs: overlap, Jaccard, rank correlation, per layer",
-                run_compare, compare_arguments),
-        Command("export", "Convert an adapter folder for another client (ComfyUI)", run_export, export_arguments),
-        Command("generate", "Make a song from a prompt, with or without an adapter", run_generate,
-                generate_arguments),
-    ]
-
-
-def _quiet_libraries() -> None:
-    """Library deprecation chatter and per-file progress bars are noise to a musician."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    logging.getLogger("LyCORIS").setLevel(logging.WARNING)
-    try:
-        from diffusers.utils import logging as diffusers_logging
-
-        diffusers_logging.set_verbosity_error()
-    except ImportError:
-        pass
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
-def _setup_logging() -> None:
-    """Everything (tracebacks included) goes to sidestep.log in the working directory."""
-    path = os.path.abspath("sidestep.log")
-    if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
-        return  # main() called again in this process: one handler (one open file) is enough
-    try:
-        handler = logging.FileHandler(path, encoding="utf-8")
-    except OSError:
-        return
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG)
-
 
 WIZARD_FLAGS = ("--plain", "-y", "--yes", "--debug")
 
@@ -93,8 +28,8 @@ def _run_wizard(argv: list[str]) -> int:
     from sidestep.wizard import run_wizard
 
     get_console(plain="--plain" in argv)
-    _setup_logging()
-    log.info("wizard started")  # its actions call _quiet_libraries(): importing transformers here delays the menu
+    setup_logging()
+    log.info("wizard started")  # its actions call quiet_libraries(): importing transformers here delays the menu
     return run_wizard(plain="--plain" in argv)
 
 
@@ -102,12 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if _wants_wizard(argv):
         return _run_wizard(argv)
-    commands = _commands()
+    commands = all_commands()
     parser = build_parser(commands)
     args = parser.parse_args(argv)
     console = get_console(plain=args.plain)
-    _setup_logging()
-    _quiet_libraries()
+    setup_logging()
+    quiet_libraries()
     if args.command is None:
         parser.print_help()
         return 0

@@ -7,8 +7,7 @@ import dataclasses
 from typing import Any, Callable
 
 from sidestep import __version__
-from sidestep.config import TRAIN, Config, bounds_error
-from sidestep.errors import SidestepError
+from sidestep.config import TRAIN, Config, field_flags
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,10 +16,6 @@ class Command:
     help: str
     run: Callable[[Config, argparse.Namespace], int | None]
     extra_args: Callable[[argparse.ArgumentParser], None] | None = None
-
-
-def _field_flags(f: dataclasses.Field) -> list[str]:
-    return list(f.metadata["flags"]) or ["--" + f.name.replace("_", "-")]
 
 
 def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
@@ -43,7 +38,7 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
         if default is not None and default != []:
             shown = " ".join(default) if isinstance(default, list) else default
             kwargs["help"] += f" (default: {shown})"
-    group.add_argument(*_field_flags(f), **kwargs)
+    group.add_argument(*field_flags(f), **kwargs)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -80,37 +75,10 @@ def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The explicitly given flags over the preset (`--preset`, validated on load) over the Config defaults."""
-    fields = {f.name: f for f in Config.fields()}
-    explicit = {k: v for k, v in vars(args).items() if k in fields}
-    for name, value in explicit.items():  # presets are checked by Config.from_dict, flags here
-        problem = bounds_error(fields[name], value)
-        if problem:
-            raise SidestepError(f"{_field_flags(fields[name])[-1]} {problem}")
+    fields = {f.name for f in Config.fields()}
+    explicit = {k: v for k, v in vars(args).items() if k in fields}  # Config checks every bound
     if getattr(args, "preset", None):
         from sidestep.wizard.presets import find_preset
 
         return find_preset(args.preset).config().replace(**explicit)
     return Config(**explicit)
-
-
-def config_to_argv(config: Config, command: str) -> list[str]:
-    """CLI arguments that reproduce `config` for `command` (only what differs from the defaults)."""
-    import shlex
-
-    default = Config()
-    argv: list[str] = []
-    for f in Config.fields():
-        value = getattr(config, f.name)
-        if command not in f.metadata["commands"] or value == getattr(default, f.name):
-            continue
-        flag = _field_flags(f)[-1]
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list) and f.metadata["nargs"] == "append":
-            for item in value:
-                argv += [flag, shlex.quote(item)]
-        elif isinstance(value, list):
-            argv += [flag, *map(shlex.quote, value)]
-        else:
-            argv += [flag, shlex.quote(str(value))]
-    return [command, *argv]

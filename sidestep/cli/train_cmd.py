@@ -7,7 +7,7 @@ import sys
 
 from rich.table import Table
 
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 
@@ -88,11 +88,11 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
     from sidestep.model import discovery
     from sidestep.model.loader import read_dit_config
     from sidestep.train.forecast import forecast
-    from sidestep.train.runtime import resolve_runtime
+    from sidestep.runtime import resolve_runtime
 
     if not config.checkpoint_dir:
         raise SidestepError("--dry-run: pass --checkpoint-dir")
-    entry = discovery.find_model(config.checkpoint_dir, config.model_variant)
+    entry = discovery.model_to_train(config).entry
     model_config = read_dit_config(entry.path if entry.layout == "official" else entry.path / "transformer")
     frames = max(PreprocessedDataset(config.dataset_dir).lengths, default=750) if config.dataset_dir else 750
     runtime = resolve_runtime(config.device, config.precision)

@@ -1,48 +1,17 @@
 """Preprocessed tensors -> training batches.
 
-A dataset folder holds one `.pt` per sample (SPEC 4.6 keys) and a `manifest.json` naming
-them; without a manifest every `*.pt` in the folder is used (as upstream does).
+The folder's layout (sample files, manifest) is the contract in `sidestep/data/manifest.py`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
+from sidestep.data.manifest import FRAME_KEYS, TENSOR_KEYS, read_manifest
 from sidestep.errors import SidestepError
-
-TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-               "context_latents")
-FRAME_KEYS = ("target_latents", "attention_mask", "context_latents")  # indexed by latent frame
-MANIFEST = "manifest.json"
-
-
-def list_samples(folder: str | Path) -> list[Path]:
-    """The sample files of a dataset folder, in manifest order (or sorted when there is none)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SidestepError(f"{folder}: dataset folder not found; pass --dataset-dir pointing at preprocessed "
-                            "tensors (train.py preprocess writes them)")
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return sorted(folder.glob("*.pt"))
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-        names = data["samples"]
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise SidestepError(f"{manifest}: unreadable or has no 'samples' list; rerun train.py preprocess "
-                            "or delete it to use every *.pt in the folder") from None
-    paths = [folder / n for n in names]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise SidestepError(f"{manifest}: names {len(missing)} missing file(s) ({', '.join(missing[:3])}"
-                            f"{', ...' if len(missing) > 3 else ''}); rerun train.py preprocess on this folder")
-    return paths
 
 
 class SampleError(SidestepError):
@@ -67,20 +36,13 @@ def load_sample(path: Path) -> dict[str, torch.Tensor]:
     return sample
 
 
-def _manifest_lengths(folder: Path) -> dict[str, int]:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        return {info["file"]: int(info["latent_frames"]) for info in data.get("sample_info", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
 class PreprocessedDataset(Dataset):
     """Samples by index, or by `(index, offset, length)` keys from `BucketBatchSampler` (a crop)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.paths = list_samples(self.folder)
+        self.manifest = read_manifest(self.folder)
+        self.paths = self.manifest.files()
         self._lengths: list[int] | None = None
 
     def __len__(self) -> int:
@@ -90,7 +52,7 @@ class PreprocessedDataset(Dataset):
     def lengths(self) -> list[int]:
         """Latent frames per sample (from the manifest; files are opened only when it lacks them)."""
         if self._lengths is None:
-            known = _manifest_lengths(self.folder)
+            known = self.manifest.lengths
             self._lengths = [known.get(p.name) or load_sample(p)["target_latents"].shape[0] for p in self.paths]
         return self._lengths
 

@@ -41,6 +41,7 @@ from sidestep.config import Config
 from sidestep.data.audio import AudioError, check_readable, is_audio_path, load_audio
 from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_dataset_json
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
+from sidestep.data.manifest import MANIFEST, SAMPLE_KEYS
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_bytes, atomic_write_text, write_error
 from sidestep.model import discovery
@@ -48,7 +49,6 @@ from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
 
 # Bump when the tensors produced for the same inputs change: it invalidates old outputs.
 PIPELINE_VERSION = 1
-MANIFEST = "manifest.json"
 PASS1_DIR = ".pass1"
 STATE_DIR = ".state"
 TEXT_MAX_LENGTH = 256  # SPEC 4.4
@@ -59,8 +59,7 @@ LYRIC_MAX_LENGTH = 512  # SPEC 4.4 / Q11
 CHUNK_SECONDS = 15.0
 OVERLAP_SECONDS = 2.0
 
-OUTPUT_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-               "context_latents", "metadata")
+OUTPUT_KEYS = SAMPLE_KEYS
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -352,7 +351,7 @@ def _print_summary(report: Report, console: Console) -> None:
 
 def _resolve_runtime(config: Config) -> tuple[torch.device, torch.dtype, str]:
     """--device / --precision: auto means bf16 on CUDA/XPU, fp16 on MPS, fp32 on the CPU."""
-    from sidestep.train.runtime import TORCH_DTYPE, resolve_device, resolve_precision
+    from sidestep.runtime import TORCH_DTYPE, resolve_device, resolve_precision
 
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
@@ -372,8 +371,6 @@ def _check_options(config: Config) -> tuple[Path, Path, Path]:
         raise SidestepError(f"{out}: --tensor-output must not be the audio folder itself; use a new folder")
     if out.exists() and not out.is_dir():
         raise SidestepError(f"{out}: exists and is not a folder; choose another --tensor-output")
-    if config.max_duration <= 0:
-        raise SidestepError(f"--max-duration {config.max_duration}: must be more than 0 seconds")
     return audio_dir, out, Path(config.checkpoint_dir).expanduser()
 
 
@@ -665,7 +662,7 @@ def preprocess_dataset(config: Config, console: Console | None = None, on_event:
     `on_event(name, info)` is told when each pass starts and ends and which models it loaded;
     `chunk_seconds` is the VAE window length (tests shorten it to exercise tiling).
     """
-    from sidestep.cli.console import get_console
+    from sidestep.console import get_console
 
     console = console or get_console()
     run = _Run(config, console, on_event, chunk_seconds)

@@ -12,7 +12,6 @@ fits wherever training fits.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
 from sidestep.train.adapters import select_target_modules
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
-from sidestep.train.runtime import resolve_runtime
+from sidestep.runtime import resolve_runtime
 
 
 @dataclass
@@ -40,13 +39,6 @@ class Estimate:
     scores: dict[str, float]  # ACE-Step module name -> score, highest first
     top_k: list[str]
     document: dict[str, Any]  # what goes into the JSON
-
-
-def _dataset_fingerprint(folder: Path, paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    manifest = folder / "manifest.json"
-    digest.update(manifest.read_bytes() if manifest.is_file() else "\n".join(p.name for p in paths).encode())
-    return digest.hexdigest()[:16]
 
 
 def sensitivity_scores(decoder: torch.nn.Module, modules: list[str], batches: list[dict[str, torch.Tensor]],
@@ -99,15 +91,12 @@ def _batches(config: Config, dataset: PreprocessedDataset, device: torch.device,
 
 def estimate(config: Config) -> Estimate:
     """Score every candidate module on `config.dataset_dir` and write the module config JSON."""
-    for ok, message in ((config.checkpoint_dir, "pass --checkpoint-dir"), (config.dataset_dir, "pass --dataset-dir"),
-                        (config.estimate_batches >= 1, "--estimate-batches must be at least 1"),
-                        (config.top_k >= 1, "--top-k must be at least 1")):
-        if not ok:
+    for value, message in ((config.checkpoint_dir, "pass --checkpoint-dir"), (config.dataset_dir, "pass --dataset-dir")):
+        if not value:
             raise SidestepError(f"estimate: {message}")
     runtime = resolve_runtime(config.device, config.precision)
     torch.manual_seed(config.seed)
-    model = discovery.resolve_training_model(discovery.find_model(config.checkpoint_dir, config.model_variant),
-                                             config.base_model)
+    model = discovery.model_to_train(config)
     dataset = PreprocessedDataset(config.dataset_dir)
     if len(dataset) == 0:
         raise SidestepError(f"{config.dataset_dir}: the dataset holds no samples; preprocess some audio first")
@@ -134,7 +123,7 @@ def estimate(config: Config) -> Estimate:
                      "attention_type": config.attention_type, "target_modules": list(config.target_modules),
                      "precision": runtime.precision, "top_k": config.top_k},
         "dataset": {"path": str(Path(config.dataset_dir).resolve()), "num_samples": len(dataset),
-                    "fingerprint": _dataset_fingerprint(Path(config.dataset_dir), dataset.paths)},
+                    "fingerprint": dataset.manifest.fingerprint()},
     }
     try:
         atomic_write_text(Path(config.output), json.dumps(document, indent=2))

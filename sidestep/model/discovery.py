@@ -56,6 +56,11 @@ class TrainingModel:
     base_variant: str
     timestep_mu: float
     timestep_sigma: float
+    root: Path | None = None  # the checkpoints root it was found in (where its VAE and text encoder are)
+
+    def parts(self, need: tuple[str, ...] = ("vae", "text_encoder", "silence")) -> "CheckpointParts":
+        """Where its VAE, text encoder and silence latent are (only those in `need` must exist)."""
+        return parts_of(self.root, self.entry, need)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -141,10 +146,9 @@ def find_model(root: str | Path, variant: str) -> ModelEntry:
     raise CheckpointError(f"{root / folder_name}: no ACE-Step model folder for --model-variant '{variant}'{hint}")
 
 
-def resolve_training_model(entry: ModelEntry, base_model: str | None = None) -> TrainingModel:
+def resolve_training_model(entry: ModelEntry, base_model: str | None = None, root: Path | None = None
+                           ) -> TrainingModel:
     """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes."""
-    if base_model is not None and base_model not in BASE_VARIANTS:
-        raise CheckpointError(f"--base-model '{base_model}': choose one of {', '.join(BASE_VARIANTS)}")
     variant = base_model or entry.base_variant
     mu, sigma = entry.timestep_mu, entry.timestep_sigma
     if mu is None or sigma is None:
@@ -155,7 +159,17 @@ def resolve_training_model(entry: ModelEntry, base_model: str | None = None) -> 
     if variant is None:
         raise CheckpointError(f"{entry.path / 'config.json'}: cannot tell whether '{entry.name}' descends from "
                               "turbo, base or sft; pass --base-model turbo|base|sft")
-    return TrainingModel(entry=entry, base_variant=variant, timestep_mu=float(mu), timestep_sigma=float(sigma))
+    return TrainingModel(entry=entry, base_variant=variant, timestep_mu=float(mu), timestep_sigma=float(sigma),
+                         root=root)
+
+
+def model_to_train(config) -> TrainingModel:
+    """The one way a config becomes the model to train (or estimate on): `--model-variant` under
+    `--checkpoint-dir`, with its base variant and timestep parameters answered (`--base-model`)."""
+    if not config.checkpoint_dir:
+        raise CheckpointError("pass --checkpoint-dir (the folder holding acestep-v15-turbo/ etc.)")
+    return resolve_training_model(find_model(config.checkpoint_dir, config.model_variant), config.base_model,
+                                  Path(config.checkpoint_dir))
 
 
 def find_vae(root: str | Path) -> Path:
@@ -199,8 +213,12 @@ class CheckpointParts:
 def locate_parts(root: str | Path, variant: str, need: tuple[str, ...] = ("vae", "text_encoder", "silence")
                  ) -> CheckpointParts:
     """Find the model and the parts named in `need`; a missing one is a one-line error."""
-    entry = find_model(root, variant)
-    root = Path(root)
+    return parts_of(Path(root), find_model(root, variant), need)
+
+
+def parts_of(root: Path, entry: ModelEntry, need: tuple[str, ...] = ("vae", "text_encoder", "silence")
+             ) -> CheckpointParts:
+    """The parts of a model already found under `root`."""
     if entry.layout == "diffusers":
         vae, text, silence = entry.path / "vae", entry.path / "text_encoder", None
     else:

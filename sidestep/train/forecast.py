@@ -67,7 +67,7 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.loader import build_modules
     from sidestep.train.adapters import build_adapter
-    from sidestep.train.runtime import TORCH_DTYPE
+    from sidestep.runtime import TORCH_DTYPE
 
     dtype = TORCH_DTYPE[precision]
     if config.chunk_duration > 0:

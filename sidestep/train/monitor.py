@@ -60,6 +60,11 @@ class TrainMonitor:
         if self.progress:
             self.progress.update(self.task, completed=step)
 
+    def note(self, text: str) -> None:
+        """A message between progress updates (resuming, stopping), on rank 0 unless quiet."""
+        if self.enabled and self.show:
+            (self.progress.console if self.progress else self.console).print(text, highlight=False, markup=False)
+
     def on_micro_batch(self, timesteps: torch.Tensor) -> None:
         self.timesteps.append(timesteps.detach().cpu())
 

@@ -77,17 +77,13 @@ def _str_or_none(value: Any) -> str | None:
 
 def dataset_prompts(dataset_dir: str | Path, count: int = DEFAULT_NUM_PROMPTS) -> list[PreviewPrompt]:
     """The first `count` samples' captions (with the dataset's trigger tag, as training saw them) and lyrics."""
-    from sidestep.data.dataset import MANIFEST, list_samples
+    from sidestep.data.manifest import read_manifest
     from sidestep.data.prompts import apply_custom_tag, caption_from_filename, training_lyrics
 
-    folder = Path(dataset_dir)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("metadata", {})
-        position = manifest.get("tag_position") or "prepend"
-    except (OSError, ValueError, AttributeError):
-        position = "prepend"
+    manifest = read_manifest(dataset_dir)
+    position = manifest.tag_position
     prompts = []
-    for path in list_samples(folder)[:count]:
+    for path in manifest.files()[:count]:
         try:
             meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata") or {}
         except Exception as err:  # a bad pickle raises many types

@@ -1,16 +1,17 @@
-"""The training recipe: preprocessed tensors -> adapter files. One linear function, `train`.
+"""The training recipe: preprocessed tensors -> adapter files.
 
-Modes: "fixed" (SPEC 3.1: CFG dropout + max-of-two logit-normal t from the model's config)
-and "vanilla" (SPEC 3.3: upstream's discrete turbo schedule, no dropout).
+`Trainer` reads top to bottom: setup (output folder, model, adapter, data, optimizer, resume),
+then per epoch the optimizer steps and the end of the epoch (validation, previews, checkpoint),
+then finish (the adapter and the loss plot). `train(config, mode)` runs one.
+
+Modes: "fixed" (docs/design.md, corrected training: CFG dropout + the model's own logit-normal t)
+and "vanilla" (upstream's discrete turbo schedule, no dropout).
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -24,32 +25,29 @@ import torch
 from torch.utils.data import DataLoader
 
 from sidestep import __version__
-from sidestep.cli.console import get_console
 from sidestep.config import Config
+from sidestep.console import get_console
 from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
+from sidestep.data.manifest import read_manifest
 from sidestep.errors import SidestepError
 from sidestep.io import write_error
 from sidestep.model import discovery
 from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
+from sidestep.runtime import make_fabric, resolve_runtime
 from sidestep.train import checkpoints
 from sidestep.train.adapters import build_adapter
+from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
-from sidestep.train.quantize import quantize_base
+from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
 from sidestep.train.plots import plot_losses
 from sidestep.train.previews import log_previews
-from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
-from sidestep.train.runtime import make_fabric, resolve_runtime
+from sidestep.train.quantize import quantize_base
+from sidestep.train.resume import STATE_FORMAT, load_resume_state, resume_command, rng_state, set_rng_state
 
 log = logging.getLogger("sidestep.train")
-
-# Settings a checkpoint must share with the run resuming from it.
-_RESUME_MUST_MATCH = {"lora": ("adapter_type", "rank", "alpha", "attention_type", "target_modules", "bias"),
-                      "lokr": ("adapter_type", "lokr_linear_dim", "lokr_linear_alpha", "lokr_factor",
-                               "lokr_decompose_both", "lokr_use_tucker", "lokr_use_scalar", "lokr_weight_decompose",
-                               "attention_type", "target_modules")}
 
 
 class TrainingFailed(SidestepError):
@@ -78,90 +76,329 @@ class TrainResult:
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
-class _StopFlag:
-    """First Ctrl-C asks for a clean stop at the next optimizer step; a second one aborts."""
+def train(config: Config, mode: str, only_modules: list[str] | None = None, quiet: bool = False) -> TrainResult:
+    """Train an adapter per `config`; returns where it went. `only_modules` = selective training."""
+    return Trainer(config, mode, only_modules, quiet).run()
 
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        self._pid = os.getpid()  # data-loader workers inherit the handler; only the trainer answers
 
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (e.g. a wizard worker): no handler
-            self._previous = None
-        return self
+class Trainer:
+    def __init__(self, config: Config, mode: str, only_modules: list[str] | None = None, quiet: bool = False):
+        _check_required(config, mode)
+        self.config, self.mode, self.quiet = config, mode, quiet
+        self.runtime = resolve_runtime(config.device, config.precision)
+        self.model = discovery.model_to_train(config)
+        self.resume = load_resume_state(config, self.model, mode) if config.resume_from else None
+        self.fabric = make_fabric(self.runtime, config.devices, config.num_nodes, config.strategy)
+        self.fabric.seed_everything(config.seed, verbose=False)
+        self.output_dir = _prepare_output(Path(config.output_dir), self.fabric.is_global_zero)
+        # Previews first: their encoders run and leave before the decoder loads (the lowest peak).
+        self.previews = _preview_sampler(config, self.model, self.runtime, self.output_dir) \
+            if self.fabric.is_global_zero else None
+        self._setup_model(only_modules)
+        self._setup_data()
+        self._setup_optimizer()
+        self.info = run_info(config, mode, self.model, read_manifest(config.dataset_dir).trigger)
+        self.global_step, self.start_epoch, self.samples_done = 0, 0, 0
+        self.monitor = TrainMonitor(get_console(), self.total_steps, config.epochs,
+                                    Path(config.log_dir) if config.log_dir else self.output_dir / "runs",
+                                    self.runtime.device, config.log_every, config.log_heavy_every,
+                                    enabled=self.fabric.is_global_zero, show=not quiet)
+        if self.resume is not None:
+            self._restore(self.resume)
+        self.result = TrainResult(output_dir=self.output_dir, epochs=self.start_epoch,
+                                  optimizer_steps=self.global_step, seconds=0.0, final_loss=float("nan"))
+        self.lrs: list[float] = []
+        self.val_points: list[tuple[int, float]] = []
+        self.bad_steps = 0
 
-    def _handle(self, signum, frame):
-        if os.getpid() != self._pid:
+    # -- setup ------------------------------------------------------------------------------------------------
+
+    def _setup_model(self, only_modules: list[str] | None) -> None:
+        """The decoder in the compute dtype, frozen, with the adapter injected; the condition encoder
+        only lends its learned null embedding (CFG dropout's target)."""
+        config, device = self.config, self.runtime.device
+        dit = load_model_dit(self.model.entry, device=device, dtype=self.runtime.compute_dtype,
+                             with_condition_encoder=False)
+        decoder, self.null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone().to(device)
+        del dit
+        gc.collect()
+        use_fast_attention(decoder, device)
+        quantize_base(decoder, config.quantize_base, device, config.adapter_type)
+        self.adapter = build_adapter(config, decoder, only=only_modules)
+        if config.gradient_checkpointing:
+            decoder.enable_gradient_checkpointing()
+        if config.compile:
+            compile_blocks(decoder, device, static_shapes=config.chunk_duration > 0)
+        decoder.train()
+        if self.previews is not None:
+            self.previews.decoder = decoder
+        self.decoder = decoder
+        self.named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
+
+    def _setup_data(self) -> None:
+        """Every process reads its own share of each batch; the order depends only on (seed, epoch)."""
+        config, fabric = self.config, self.fabric
+        self.dataset, self.val_data = _datasets(config)
+        if len(self.dataset) == 0:
+            raise TrainingFailed(f"[FAIL] {config.dataset_dir}: the dataset holds no samples, so no training step "
+                                 "can run; preprocess some audio into it first")
+        chunk = round(config.chunk_duration * LATENT_RATE) if config.chunk_duration > 0 else None
+        self.sampler = BucketBatchSampler(self.dataset.lengths, config.batch_size, config.seed, chunk,
+                                          fabric.world_size, fabric.global_rank)
+        workers = config.effective_num_workers
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=pad_collate,
+                                 num_workers=workers,
+                                 pin_memory=config.pin_memory and self.runtime.device.type == "cuda",
+                                 prefetch_factor=config.prefetch_factor if workers > 0 else None,
+                                 persistent_workers=config.persistent_workers and workers > 0,
+                                 # Its own generator: a new epoch's iterator must not draw from the global RNG,
+                                 # which drives LoRA dropout and is restored bit-exactly on resume.
+                                 generator=torch.Generator().manual_seed(config.seed))
+        self.batches_per_epoch = self.sampler.batches_per_epoch
+        self.steps_per_epoch = -(-self.batches_per_epoch // config.gradient_accumulation)
+        self.total_steps = self.steps_per_epoch * config.epochs
+
+    def _setup_optimizer(self) -> None:
+        config = self.config
+        optimizer = build_optimizer(config.optimizer_type, self.adapter.parameters(), config.learning_rate,
+                                    config.weight_decay, self.runtime.device)
+        self.scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
+                                         config.warmup_steps, self.total_steps)
+        self.decoder, self.optimizer = self.fabric.setup(self.decoder, optimizer)
+        self.objective = Objective(mode=self.mode, timestep_mu=self.model.timestep_mu,
+                                   timestep_sigma=self.model.timestep_sigma, cfg_ratio=config.cfg_ratio)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.adapter.load_training_state({k: v.to(self.runtime.device) for k, v in state["adapter"].items()})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.global_step, self.samples_done = \
+            state["epoch"], state["global_step"], state["samples_in_epoch"]
+        self.monitor.resume_at(self.global_step)
+        self.monitor.note(f"Resuming from {self.config.resume_from}: epoch {self.start_epoch + 1}, "
+                          f"optimizer step {self.global_step}")
+        log.info("resumed from %s at epoch %d step %d", self.config.resume_from, self.start_epoch, self.global_step)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        if self.previews is not None and self.resume is None:
+            self._render("base", adapter_on=False)  # what the model did before any training, once
+            if self.config.sample_at_start:
+                self._render("epoch_0")
+        started = time.perf_counter()
+        with _StopFlag(self.monitor.note) as stop:
+            try:
+                for epoch in range(self.start_epoch, self.config.epochs):
+                    self.train_epoch(epoch, stop)
+                    self.end_epoch(epoch)
+            except TrainingInterrupted:
+                self._plot()  # the curve so far, beside the checkpoint
+                raise
+            finally:
+                self.monitor.close()
+                if self.previews is not None:
+                    self.previews.release()
+        return self.finish(time.perf_counter() - started)
+
+    def train_epoch(self, epoch: int, stop: "_StopFlag") -> None:
+        """The epoch's optimizer steps, each over `--gradient-accumulation` batches (fewer at the epoch's end)."""
+        accumulation = self.config.gradient_accumulation
+        global_batch = self.config.batch_size * self.fabric.world_size
+        self.sampler.set_epoch(epoch)
+        self.sampler.skip = first = self.samples_done // global_batch
+        self.epoch_losses: list[float] = []
+        group_loss, bad_group = 0.0, False
+        for i, batch in enumerate(self.loader, start=first):
+            group_start = i // accumulation * accumulation
+            group_size = min(accumulation, self.batches_per_epoch - group_start)
+            is_step = i + 1 == group_start + group_size
+            loss, finite = self.forward_backward(batch, epoch, group_size, sync=is_step)
+            bad_group |= not finite
+            group_loss += loss / group_size
+            if not is_step:
+                continue
+            if self.optimizer_step(epoch, group_loss, bad_group, (i + 1) * global_batch) and \
+                    self._stop_requested(stop):
+                self._interrupt(epoch, i + 1)
+            group_loss, bad_group = 0.0, False
+        self.samples_done = 0
+
+    def forward_backward(self, batch: dict[str, torch.Tensor], epoch: int, group_size: int, sync: bool
+                         ) -> tuple[float, bool]:
+        """One micro-batch: the loss, and its gradient unless the loss is NaN/inf on any process."""
+        device, dtype = self.runtime.device, self.runtime.compute_dtype
+        generators = sample_generators(self.config.seed, epoch, batch.pop("index").tolist(), device)
+        batch = {k: v.to(device, dtype if v.is_floating_point() else None, non_blocking=True)
+                 for k, v in batch.items()}
+        with self.fabric.no_backward_sync(self.decoder, enabled=not sync), compile_errors(self.config.compile):
+            loss, t = flow_matching_loss(self.decoder, batch, self.objective, generators, self.null_condition_emb,
+                                         input_requires_grad=self.config.gradient_checkpointing)
+            finite = self._all_ranks(bool(torch.isfinite(loss)))
+            if finite:  # a NaN/inf loss never reaches the gradients
+                self.fabric.backward(loss / group_size)
+        self.monitor.on_micro_batch(t)
+        return loss.item(), finite
+
+    def optimizer_step(self, epoch: int, loss: float, bad: bool, samples_in_epoch: int) -> bool:
+        """Clip and step; a NaN/inf loss or gradient skips the step instead. True when a step was taken."""
+        if not bad:
+            norm = self.fabric.clip_gradients(self.decoder, self.optimizer, max_norm=self.config.max_grad_norm)
+            bad = not self._all_ranks(bool(torch.isfinite(norm)))
+        if bad:
+            self._skip_step(epoch, samples_in_epoch)
+            return False
+        self.bad_steps = 0
+        norms = layer_grad_norms(self.named_trainable) if self.monitor.wants_grad_norms(self.global_step + 1) \
+            else None
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.epoch_losses.append(loss)
+        self.result.losses.append(loss)
+        self.lrs.append(self.scheduler.get_last_lr()[0])
+        self.monitor.on_step(self.global_step, epoch, loss, self.lrs[-1], norms)
+        return True
+
+    def _skip_step(self, epoch: int, samples_in_epoch: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps += 1
+        self.result.skipped_steps += 1
+        log.warning("non-finite loss or gradient: optimizer step %d skipped (%d in a row)", self.global_step + 1,
+                    self.bad_steps)
+        if self.bad_steps < self.config.max_bad_steps:
             return
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        get_console().print("\nStopping after this optimizer step and saving a checkpoint "
-                            "(Ctrl-C again to abort without saving)...")
+        folder = checkpoints.checkpoint_dir(self.output_dir, f"step_{self.global_step}_last_good")
+        self.save(folder, epoch, samples_in_epoch)
+        raise TrainingFailed(f"[FAIL] {self.bad_steps} optimizer steps in a row had a NaN/inf loss or gradient; "
+                             f"the last good state is saved to {folder}. Lower --lr (or check the data), then "
+                             f"resume with:\n  {resume_command(self.config, self.mode, folder)}")
 
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    def _interrupt(self, epoch: int, batches_done: int) -> None:
+        """Ctrl-C: checkpoint where the run stands (the next epoch's start if this one is complete)."""
+        folder = checkpoints.checkpoint_dir(self.output_dir, f"step_{self.global_step}")
+        if batches_done < self.batches_per_epoch:
+            self.save(folder, epoch, batches_done * self.config.batch_size * self.fabric.world_size)
+        else:
+            self.save(folder, epoch + 1, 0)
+        raise TrainingInterrupted(f"interrupted at optimizer step {self.global_step}; checkpoint saved to "
+                                  f"{folder}. Resume with:\n  {resume_command(self.config, self.mode, folder)}")
+
+    def end_epoch(self, epoch: int) -> None:
+        """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
+        config = self.config
+        self.result.epochs = epoch + 1
+        val = self._validate() if self.val_data is not None else None
+        if val is not None:
+            self.val_points.append((self.global_step, val))
+            best = min(v for _, v in self.val_points)
+            if config.keep_best and self.fabric.is_global_zero and val <= best:
+                checkpoints.save_adapter(self.output_dir / "best", self.adapter,
+                                         dict(self.info, best_epoch=epoch + 1, val_loss=val))
+            self.result.best_val_loss = best
+        if self.epoch_losses:
+            self.monitor.on_epoch_end(epoch, self.global_step, sum(self.epoch_losses) / len(self.epoch_losses), val)
+        if config.sample_every_n_epochs and (epoch + 1) % config.sample_every_n_epochs == 0:
+            self._render(f"epoch_{epoch + 1}")
+        if (epoch + 1) % config.save_every == 0:
+            self.save(checkpoints.checkpoint_dir(self.output_dir, f"epoch_{epoch + 1}"), epoch + 1, 0)
+
+    def finish(self, seconds: float) -> TrainResult:
+        result = self.result
+        result.optimizer_steps, result.seconds, result.final_loss = self.global_step, seconds, self.monitor.last_loss
+        if self.global_step == 0:
+            raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(self.dataset)} samples, batch size "
+                                 f"{self.config.batch_size}, {self.config.epochs} epochs); check --dataset-dir and "
+                                 "--epochs")
+        if self.fabric.is_global_zero:
+            checkpoints.save_adapter(self.output_dir, self.adapter, self.info)
+            self._plot()
+        self.fabric.barrier()
+        result.adapter = self.adapter
+        return result
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+
+    def save(self, folder: Path, epoch: int, samples_in_epoch: int) -> None:
+        """A resumable checkpoint (rank 0 writes; every process waits for it)."""
+        if self.fabric.is_global_zero:
+            state = {"adapter": self.adapter.training_state(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
+                     "global_step": self.global_step, "samples_in_epoch": samples_in_epoch,
+                     "world_size": self.fabric.world_size, "format": STATE_FORMAT}
+            checkpoints.save_checkpoint(folder, self.adapter, self.info, state)
+            self.result.checkpoints.append(folder)
+            log.info("checkpoint saved: %s", folder)
+        self.fabric.barrier()
+
+    def _validate(self) -> float | None:
+        """Deterministic validation loss on rank 0 (the others wait)."""
+        from sidestep.train.validation import validation_loss
+
+        value = None
+        if self.fabric.is_global_zero:
+            value = validation_loss(self.decoder, self.val_data, seed=self.config.seed, device=self.runtime.device,
+                                    dtype=self.runtime.compute_dtype)
+        self.fabric.barrier()
+        return value
+
+    def _render(self, tag: str, adapter_on: bool = True) -> None:
+        if self.previews is not None:
+            rendered = self.previews.render(tag, adapter_on=adapter_on)
+            if self.monitor.writer is not None:
+                log_previews(self.monitor.writer, rendered, self.global_step, tag=f"preview/{tag.split('_')[0]}")
+
+    def _plot(self) -> None:
+        losses = self.result.losses
+        if self.fabric.is_global_zero and losses:
+            steps = list(range(self.global_step - len(losses) + 1, self.global_step + 1))
+            plot_losses(self.output_dir, steps, losses, self.val_points, self.lrs)
+
+    def _all_ranks(self, ok: bool) -> bool:
+        """True only when `ok` holds on every process (so all of them skip or step together)."""
+        return ok if self.fabric.world_size == 1 else self.fabric.strategy.reduce_boolean_decision(ok, all=True)
+
+    def _stop_requested(self, stop: "_StopFlag") -> bool:
+        """A Ctrl-C on any process stops all of them at the same step."""
+        if self.fabric.world_size == 1:
+            return stop.requested
+        return self.fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
 
 
-def compile_blocks(decoder: torch.nn.Module, device: torch.device, static_shapes: bool) -> None:
-    """torch.compile each decoder block's forward in place (module names, and so adapter keys, stay).
-
-    With gradient checkpointing the checkpoint call is compiled together with the block (dynamo
-    traces it as one region); compiling only the block inside an eager checkpoint makes the
-    recomputation disagree with the forward. On CUDA with static shapes (fixed-length crops)
-    the blocks also get CUDA graphs."""
-    import functools
-
-    from torch.utils.checkpoint import checkpoint
-
-    mode = "reduce-overhead" if device.type == "cuda" and static_shapes else "default"
-    checkpointing = decoder.gradient_checkpointing
-    decoder.gradient_checkpointing = False  # the compiled forward checkpoints itself
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(decoder.layers))
-    for layer in decoder.layers:
-        forward = layer.forward
-        if checkpointing:
-            forward = functools.partial(checkpoint, forward, use_reentrant=False)
-        layer.forward = torch.compile(forward, mode=mode, dynamic=False if static_shapes else None)
+def _check_required(config: Config, mode: str) -> None:
+    """The paths a run cannot start without (option bounds are Config's own checks)."""
+    required = {"--checkpoint-dir": (config.checkpoint_dir, "the folder holding acestep-v15-turbo/ etc."),
+                "--dataset-dir": (config.dataset_dir, "preprocessed tensors; see train.py preprocess"),
+                "--output-dir": (config.output_dir, "where the adapter is written")}
+    for flag, (value, what) in required.items():
+        if not value:
+            raise SidestepError(f"{mode}: pass {flag} ({what})")
 
 
-@contextlib.contextmanager
-def _compile_errors(enabled: bool):
-    """torch.compile fails at the first call, deep inside inductor: say so in one line."""
-    if not enabled:
-        yield
-        return
+def _prepare_output(output_dir: Path, is_global_zero: bool) -> Path:
+    """Create the output folder and prove it is writable before the model loads; drop a killed run's temps."""
     try:
-        yield
-    except Exception as err:
-        if "torch._dynamo" not in type(err).__module__ and "torch._inductor" not in type(err).__module__:
-            raise
-        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-        raise SidestepError(f"--compile: torch.compile failed on this device ({first}); run without --compile") \
-            from None
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
+                            "--output-dir") from None
+    try:
+        with tempfile.TemporaryFile(dir=output_dir):  # a read-only or full disk fails here
+            pass
+    except OSError as err:
+        raise write_error(output_dir, err, "the adapter", "choose a writable --output-dir") from None
+    if is_global_zero:
+        _remove_stale_temps(output_dir)
+    return output_dir
 
 
-def validate(config: Config, mode: str) -> None:
-    checks = [
-        (config.checkpoint_dir, "pass --checkpoint-dir (the folder holding acestep-v15-turbo/ etc.)"),
-        (config.dataset_dir, "pass --dataset-dir (preprocessed tensors; see train.py preprocess)"),
-        (config.output_dir, "pass --output-dir (where the adapter is written)"),
-        (config.epochs >= 1, "--epochs must be at least 1"),
-        (config.batch_size >= 1, "--batch-size must be at least 1"),
-        (config.gradient_accumulation >= 1, "--gradient-accumulation must be at least 1"),
-        (config.learning_rate > 0, "--lr must be positive"),
-        (config.rank >= 1 and config.lokr_linear_dim >= 1, "--rank / --lokr-linear-dim must be at least 1"),
-        (0.0 <= config.dropout < 1.0, "--dropout must be in [0, 1)"),
-        (0.0 <= config.cfg_ratio <= 1.0, "--cfg-ratio must be in [0, 1]"),
-        (config.save_every >= 1, "--save-every must be at least 1"),
-        (config.max_grad_norm > 0, "--max-grad-norm must be positive"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise SidestepError(f"{mode}: {message}")
+def _remove_stale_temps(output_dir: Path) -> None:
+    """Half-written `.name.*.tmp` files/folders a killed run left behind (atomic writes' leftovers)."""
+    for folder in (output_dir, output_dir / checkpoints.CHECKPOINTS):
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger: str | None) -> dict[str, Any]:
@@ -176,52 +413,6 @@ def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger:
     }
 
 
-def _trigger_caption(dataset_dir: Path) -> str | None:
-    try:
-        meta = json.loads((dataset_dir / "manifest.json").read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    return (meta.get("custom_tag") or None) if isinstance(meta, dict) else None
-
-
-def load_resume_state(config: Config, model: discovery.TrainingModel, mode: str) -> dict[str, Any]:
-    """The checkpoint's state, after checking it belongs to this run's model and adapter."""
-    folder = Path(config.resume_from)
-    state = checkpoints.load_training_state(folder)
-    try:
-        saved = json.loads((folder / checkpoints.RUN_FILE).read_text(encoding="utf-8"))
-        saved_config, saved_model = saved["config"], saved["inference"]["model_variant"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SidestepError(f"{folder / checkpoints.RUN_FILE}: missing or unreadable; --resume-from takes a "
-                            "checkpoints/... folder written by Side-Step") from None
-    if saved_model != model.entry.name:
-        raise SidestepError(f"--resume-from {folder}: trained on model '{saved_model}', this run uses "
-                            f"'{model.entry.name}'; resume with --model-variant {saved_model}")
-    for name in _RESUME_MUST_MATCH[saved_config.get("adapter_type", "lora")]:
-        if saved_config.get(name) != getattr(config, name):
-            flag = name.replace("_", "-")
-            raise SidestepError(f"--resume-from {folder}: checkpoint has {flag} {saved_config.get(name)!r}, this "
-                                f"run asks for {getattr(config, name)!r}; pass --{flag} {saved_config.get(name)}")
-    if saved.get("training", {}).get("mode") not in (None, mode):
-        raise SidestepError(f"--resume-from {folder}: checkpoint is from '{saved['training']['mode']}' training; "
-                            f"resume it with train.py {saved['training']['mode']}")
-    return state
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    """Global RNG (LoRA dropout); the loss's own randomness is derived per sample."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
-
-
 def _preview_sampler(config: Config, model: discovery.TrainingModel, runtime, output_dir: Path):
     """Audio previews, prepared before the decoder is loaded: the text and condition encoders run
     once, one at a time, and only their outputs are kept (the lowest memory order)."""
@@ -229,8 +420,7 @@ def _preview_sampler(config: Config, model: discovery.TrainingModel, runtime, ou
         return None
     from sidestep.train.previews import PreviewSampler
 
-    parts = discovery.locate_parts(config.checkpoint_dir, config.model_variant)
-    sampler = PreviewSampler(parts, None, output_dir, prompts=config.sample_prompt or None,
+    sampler = PreviewSampler(model.parts(), None, output_dir, prompts=config.sample_prompt or None,
                              lyrics=config.sample_lyrics or None, dataset_dir=config.dataset_dir, seed=config.seed,
                              duration=config.sample_duration, offload=config.offload_encoder,
                              base_variant=model.base_variant, device=runtime.device, dtype=runtime.compute_dtype)
@@ -267,258 +457,30 @@ def _datasets(config: Config):
     return dataset, None
 
 
-def _validate(fabric, decoder, data, config: Config, runtime) -> float | None:
-    """Deterministic validation loss on rank 0 (the others wait)."""
-    from sidestep.train.validation import validation_loss
+class _StopFlag:
+    """First Ctrl-C asks for a clean stop at the next optimizer step; a second one aborts."""
 
-    value = None
-    if fabric.is_global_zero:
-        value = validation_loss(decoder, data, seed=config.seed, device=runtime.device, dtype=runtime.compute_dtype)
-    fabric.barrier()
-    return value
+    def __init__(self, note):
+        self.requested = False
+        self._note = note
+        self._previous = None
+        self._pid = os.getpid()  # data-loader workers inherit the handler; only the trainer answers
 
-
-def _remove_stale_temps(output_dir: Path) -> None:
-    """Half-written `.name.*.tmp` files/folders a killed run left behind (atomic writes' leftovers)."""
-    for folder in (output_dir, output_dir / checkpoints.CHECKPOINTS):
-        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def _all_ranks(fabric, ok: bool) -> bool:
-    """True only when `ok` holds on every process (so all of them skip or step together)."""
-    return ok if fabric.world_size == 1 else fabric.strategy.reduce_boolean_decision(ok, all=True)
-
-
-def resume_command(config: Config, mode: str, folder: Path) -> str:
-    from sidestep.cli.parser import config_to_argv
-
-    return "python train.py " + " ".join(config_to_argv(config.replace(resume_from=str(folder)), mode))
-
-
-def train(config: Config, mode: str, only_modules: list[str] | None = None, quiet: bool = False) -> TrainResult:
-    """Train an adapter per `config`; returns where it went. `only_modules` = selective training."""
-    validate(config, mode)
-    console = get_console()
-    runtime = resolve_runtime(config.device, config.precision)
-    model = discovery.resolve_training_model(discovery.find_model(config.checkpoint_dir, config.model_variant),
-                                             config.base_model)
-    resume = load_resume_state(config, model, mode) if config.resume_from else None
-    fabric = make_fabric(runtime, config.devices, config.num_nodes, config.strategy)
-    fabric.seed_everything(config.seed, verbose=False)
-    output_dir = Path(config.output_dir)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SidestepError(f"{output_dir}: cannot create the output folder ({err.strerror}); choose a writable "
-                            "--output-dir") from None
-    try:
-        with tempfile.TemporaryFile(dir=output_dir):  # a read-only or full disk fails here, before the model loads
-            pass
-    except OSError as err:
-        raise write_error(output_dir, err, "the adapter", "choose a writable --output-dir") from None
-    if fabric.is_global_zero:
-        _remove_stale_temps(output_dir)
-
-    previews = _preview_sampler(config, model, runtime, output_dir) if fabric.is_global_zero else None
-
-    # Model: the decoder in the compute dtype, frozen; the condition encoder only lends its null embedding.
-    dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype,
-                         with_condition_encoder=False)
-    decoder, null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone()
-    del dit
-    gc.collect()
-    use_fast_attention(decoder, runtime.device)
-    quantize_base(decoder, config.quantize_base, runtime.device, config.adapter_type)
-    adapter = build_adapter(config, decoder, only=only_modules)
-    if config.gradient_checkpointing:
-        decoder.enable_gradient_checkpointing()
-    if config.compile:
-        compile_blocks(decoder, runtime.device, static_shapes=config.chunk_duration > 0)
-    decoder.train()
-    if previews is not None:
-        previews.decoder = decoder
-
-    # Data: every process sees its own shard; the order per epoch depends only on (seed, epoch).
-    dataset, val_data = _datasets(config)
-    if len(dataset) == 0:
-        raise TrainingFailed(f"[FAIL] {config.dataset_dir}: the dataset holds no samples, so no training step "
-                             "can run; preprocess some audio into it first")
-    chunk = round(config.chunk_duration * LATENT_RATE) if config.chunk_duration > 0 else None
-    sampler = BucketBatchSampler(dataset.lengths, config.batch_size, config.seed, chunk, fabric.world_size,
-                                 fabric.global_rank)
-    workers = config.effective_num_workers
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate,
-                        num_workers=workers, pin_memory=config.pin_memory and runtime.device.type == "cuda",
-                        prefetch_factor=config.prefetch_factor if workers > 0 else None,
-                        persistent_workers=config.persistent_workers and workers > 0,
-                        # Its own generator: a new epoch's iterator must not draw from the global RNG, which
-                        # drives LoRA dropout and is restored bit-exactly on resume.
-                        generator=torch.Generator().manual_seed(config.seed))
-    batches_per_epoch = sampler.batches_per_epoch
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
-    total_steps = steps_per_epoch * config.epochs
-
-    optimizer = build_optimizer(config.optimizer_type, adapter.parameters(), config.learning_rate,
-                                config.weight_decay, runtime.device)
-    scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
-                                config.warmup_steps, total_steps)
-    decoder, optimizer = fabric.setup(decoder, optimizer)
-    objective = Objective(mode=mode, timestep_mu=model.timestep_mu, timestep_sigma=model.timestep_sigma,
-                          cfg_ratio=config.cfg_ratio)
-    null_condition_emb = null_condition_emb.to(runtime.device)
-    info = run_info(config, mode, model, _trigger_caption(Path(config.dataset_dir)))
-
-    start_epoch, global_step, samples_done = 0, 0, 0
-    if resume is not None:
-        adapter.load_training_state({k: v.to(runtime.device) for k, v in resume["adapter"].items()})
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        _set_rng_state(resume["rng"])
-        start_epoch, global_step, samples_done = resume["epoch"], resume["global_step"], resume["samples_in_epoch"]
-        if not quiet:
-            console.print(f"Resuming from {config.resume_from}: epoch {start_epoch + 1}, optimizer step {global_step}")
-        log.info("resumed from %s at epoch %d step %d", config.resume_from, start_epoch, global_step)
-
-    monitor = TrainMonitor(console, total_steps, config.epochs,
-                           Path(config.log_dir) if config.log_dir else output_dir / "runs", runtime.device,
-                           config.log_every, config.log_heavy_every, enabled=fabric.is_global_zero, show=not quiet)
-    monitor.resume_at(global_step)
-    lrs: list[float] = []
-    val_points: list[tuple[int, float]] = []
-
-    def render(tag: str, adapter_on: bool = True) -> None:
-        if previews is not None:
-            rendered = previews.render(tag, adapter_on=adapter_on)
-            if monitor.writer is not None:
-                log_previews(monitor.writer, rendered, global_step, tag=f"preview/{tag.split('_')[0]}")
-
-    def plot() -> None:
-        if fabric.is_global_zero and result.losses:
-            steps = list(range(global_step - len(result.losses) + 1, global_step + 1))
-            plot_losses(output_dir, steps, result.losses, val_points, lrs)
-
-    if previews is not None and resume is None:
-        render("base", adapter_on=False)  # what the model did before any training, once
-        if config.sample_at_start:
-            render("epoch_0")
-    named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
-    result = TrainResult(output_dir=output_dir, epochs=start_epoch, optimizer_steps=global_step, seconds=0.0,
-                         final_loss=float("nan"))
-    started = time.perf_counter()
-    bad_steps = 0
-
-    def state_at(epoch: int, samples_in_epoch: int) -> dict[str, Any]:
-        return {"adapter": adapter.training_state(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch,
-                "global_step": global_step, "samples_in_epoch": samples_in_epoch, "world_size": fabric.world_size,
-                "format": 1}
-
-    def save(folder: Path, epoch: int, samples_in_epoch: int) -> None:
-        if fabric.is_global_zero:
-            checkpoints.save_checkpoint(folder, adapter, info, state_at(epoch, samples_in_epoch))
-            result.checkpoints.append(folder)
-            log.info("checkpoint saved: %s", folder)
-        fabric.barrier()
-
-    with _StopFlag() as stop:
+    def __enter__(self):
         try:
-            for epoch in range(start_epoch, config.epochs):
-                sampler.set_epoch(epoch)
-                skip_batches = samples_done // (config.batch_size * fabric.world_size)
-                sampler.skip = skip_batches
-                epoch_losses: list[float] = []
-                group_loss, bad_group = 0.0, False
-                for i, batch in enumerate(loader, start=skip_batches):
-                    generators = sample_generators(config.seed, epoch, batch.pop("index").tolist(), runtime.device)
-                    batch = {k: v.to(runtime.device, runtime.compute_dtype if v.is_floating_point() else None,
-                                     non_blocking=True) for k, v in batch.items()}
-                    group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
-                    group_size = min(config.gradient_accumulation, batches_per_epoch - group_start)
-                    is_step = i + 1 == group_start + group_size
-                    with fabric.no_backward_sync(decoder, enabled=not is_step), _compile_errors(config.compile):
-                        loss, t = flow_matching_loss(decoder, batch, objective, generators, null_condition_emb,
-                                                     input_requires_grad=config.gradient_checkpointing)
-                        finite = _all_ranks(fabric, bool(torch.isfinite(loss)))
-                        if finite:  # a NaN/inf loss never reaches the gradients
-                            fabric.backward(loss / group_size)
-                    bad_group |= not finite
-                    monitor.on_micro_batch(t)
-                    group_loss += loss.item() / group_size
-                    if not is_step:
-                        continue
-                    if not bad_group:
-                        norm = fabric.clip_gradients(decoder, optimizer, max_norm=config.max_grad_norm)
-                        bad_group = not _all_ranks(fabric, bool(torch.isfinite(norm)))
-                    if bad_group:
-                        optimizer.zero_grad(set_to_none=True)
-                        bad_steps += 1
-                        result.skipped_steps += 1
-                        log.warning("non-finite loss or gradient: optimizer step %d skipped (%d in a row)",
-                                    global_step + 1, bad_steps)
-                        bad_group, group_loss = False, 0.0
-                        if bad_steps >= config.max_bad_steps:
-                            folder = checkpoints.checkpoint_dir(output_dir, f"step_{global_step}_last_good")
-                            save(folder, epoch, (i + 1) * config.batch_size * fabric.world_size)
-                            raise TrainingFailed(
-                                f"[FAIL] {bad_steps} optimizer steps in a row had a NaN/inf loss or gradient; the "
-                                f"last good state is saved to {folder}. Lower --lr (or check the data), then "
-                                f"resume with:\n  {resume_command(config, mode, folder)}")
-                        continue
-                    bad_steps = 0
-                    norms = layer_grad_norms(named_trainable) if monitor.wants_grad_norms(global_step + 1) else None
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    global_step += 1
-                    epoch_losses.append(group_loss)
-                    result.losses.append(group_loss)
-                    lrs.append(scheduler.get_last_lr()[0])
-                    monitor.on_step(global_step, epoch, group_loss, lrs[-1], norms)
-                    group_loss = 0.0
-                    stop_now = stop.requested if fabric.world_size == 1 else \
-                        fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
-                    if stop_now:
-                        folder = checkpoints.checkpoint_dir(output_dir, f"step_{global_step}")
-                        if i + 1 < batches_per_epoch:
-                            save(folder, epoch, (i + 1) * config.batch_size * fabric.world_size)
-                        else:  # the epoch was complete: resume at the start of the next one
-                            save(folder, epoch + 1, 0)
-                        raise TrainingInterrupted(f"interrupted at optimizer step {global_step}; checkpoint saved "
-                                                  f"to {folder}. Resume with:\n  "
-                                                  f"{resume_command(config, mode, folder)}")
-                samples_done = 0
-                result.epochs = epoch + 1
-                val = _validate(fabric, decoder, val_data, config, runtime) if val_data is not None else None
-                if val is not None:
-                    val_points.append((global_step, val))
-                    if config.keep_best and fabric.is_global_zero and val <= min(v for _, v in val_points):
-                        checkpoints.save_adapter(output_dir / "best", adapter, dict(info, best_epoch=epoch + 1,
-                                                                                    val_loss=val))
-                    result.best_val_loss = min(v for _, v in val_points)
-                if epoch_losses:
-                    monitor.on_epoch_end(epoch, global_step, sum(epoch_losses) / len(epoch_losses), val)
-                if config.sample_every_n_epochs and (epoch + 1) % config.sample_every_n_epochs == 0:
-                    render(f"epoch_{epoch + 1}")
-                if (epoch + 1) % config.save_every == 0:
-                    save(checkpoints.checkpoint_dir(output_dir, f"epoch_{epoch + 1}"), epoch + 1, 0)
-        except TrainingInterrupted:
-            plot()  # the curve so far, beside the checkpoint
-            raise
-        finally:
-            monitor.close()
-            if previews is not None:
-                previews.release()
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread (e.g. a wizard worker): no handler
+            self._previous = None
+        return self
 
-    result.optimizer_steps = global_step
-    result.seconds = time.perf_counter() - started
-    result.final_loss = monitor.last_loss
-    if global_step == 0:
-        raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(dataset)} samples, batch size "
-                             f"{config.batch_size}, {config.epochs} epochs); check --dataset-dir and --epochs")
-    if fabric.is_global_zero:
-        checkpoints.save_adapter(output_dir, adapter, info)
-        plot()
-    fabric.barrier()
-    result.adapter = adapter
-    return result
+    def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            return
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self._note("\nStopping after this optimizer step and saving a checkpoint (Ctrl-C again to abort without "
+                   "saving)...")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -14,10 +14,10 @@ from typing import Any, Iterable
 
 import torch
 
+from sidestep.data.manifest import FRAME_KEYS
 from sidestep.errors import SidestepError
 
 VAL_GRID: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
-FRAME_KEYS = ("target_latents", "attention_mask", "context_latents")
 
 
 def _seed_of(*parts: Any) -> int:

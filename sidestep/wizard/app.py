@@ -17,7 +17,7 @@ from rich.padding import Padding
 from rich.table import Table
 
 from sidestep import __version__
-from sidestep.cli.console import get_console
+from sidestep.console import get_console
 from sidestep.errors import SidestepError
 from sidestep.wizard import flows
 from sidestep.wizard import presets as preset_store

@@ -20,6 +20,7 @@ from rich import box
 from rich.table import Table
 
 from sidestep.config import Config
+from sidestep.data.manifest import has_samples
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
 from sidestep.wizard import presets as preset_store
@@ -128,7 +129,7 @@ def _check_dataset(value: str, answers: dict) -> str | None:
     folder = Path(value)
     if not folder.is_dir():
         return f"{value}: folder not found (preprocess your songs first: main menu, Preprocess audio)"
-    if not (folder / "manifest.json").is_file() and not any(folder.glob("*.pt")):
+    if not has_samples(folder):
         return f"{value}: no preprocessed tensors (manifest.json / .pt files) here; preprocess your songs first"
     return None
 
@@ -218,7 +219,7 @@ def _match_model(models, names: list[str], answer: str, current: str | None, fuz
 
 def cli_line(config: Config, command: str, width: int = 0) -> str:
     """The equivalent command line; with `width`, broken at flags with shell continuations to fit."""
-    from sidestep.cli.parser import config_to_argv
+    from sidestep.config import config_to_argv
 
     argv = config_to_argv(config, command)
     words = ["python train.py " + argv[0]]
@@ -250,10 +251,11 @@ def execute(session: Session, command: str, config: Config, **extra: Any) -> int
         session.prompter.say(f"(dry run: recorded '{command}' instead of running it)", "yellow")
         return 0
     # The CLI's own command registry: the wizard runs exactly what `train.py <command>` runs.
-    from sidestep.cli.main import _commands, _quiet_libraries
+    from sidestep.cli.commands import commands
+    from sidestep.logs import quiet_libraries
 
-    _quiet_libraries()
-    runner = next(c for c in _commands() if c.name == command)
+    quiet_libraries()
+    runner = next(c for c in commands() if c.name == command)
     args = argparse.Namespace(command=command, yes=True, plain=session.plain, debug=False, **extra)
     return int(runner.run(config, args) or 0)
 

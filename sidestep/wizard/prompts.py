@@ -18,7 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from sidestep.config import bounds_error
+from sidestep.config import field_problem
 
 BACK, HELP, CLEAR = "b", "?", "-"
 _TRUE, _FALSE = ("y", "yes", "true", "on", "1"), ("n", "no", "false", "off", "0")
@@ -169,7 +169,7 @@ class Prompter:
             value = q.kind(answer)
         except ValueError:
             raise ValueError(f"expected {'a whole number' if q.kind is int else 'a number'}, got '{answer}'") from None
-        problem = bounds_error(q.config_field, value) if q.config_field is not None else None
+        problem = field_problem(q.config_field, value) if q.config_field is not None else None
         if problem:
             raise ValueError(problem)
         return value

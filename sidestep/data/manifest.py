@@ -1,0 +1,106 @@
+"""The dataset contract: what a preprocessed folder holds, defined once and read only through here.
+
+A dataset folder holds one `<sample>.pt` per song (a dict of the tensors in `TENSOR_KEYS` plus a
+`metadata` dict; see docs/design.md) and `manifest.json`, which names the samples in training order
+and records how they were made. Without a manifest every `*.pt` in the folder is a sample (as
+upstream's trainer does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidestep.errors import SidestepError
+
+MANIFEST = "manifest.json"
+# The tensors of one sample, in the order a batch holds them.
+TENSOR_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
+               "context_latents")
+FRAME_KEYS = ("target_latents", "attention_mask", "context_latents")  # indexed by latent frame
+SAMPLE_KEYS = TENSOR_KEYS + ("metadata",)  # everything a sample file holds
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What `manifest.json` says (empty fields when the folder has none)."""
+
+    folder: Path
+    samples: list[str] | None = None  # file names in training order; None: no manifest
+    metadata: dict[str, Any] = field(default_factory=dict)  # name, custom_tag, tag_position, genre_ratio, ...
+    model: dict[str, Any] = field(default_factory=dict)  # the model the tensors were made with
+    lengths: dict[str, int] = field(default_factory=dict)  # file name -> latent frames
+    raw: bytes = b""
+
+    @property
+    def trigger(self) -> str | None:
+        """The dataset's custom tag (the trigger word), if it has one."""
+        return self.metadata.get("custom_tag") or None
+
+    @property
+    def tag_position(self) -> str:
+        return self.metadata.get("tag_position") or "prepend"
+
+    def files(self) -> list[Path]:
+        """The sample files, in manifest order (sorted when there is no manifest); missing ones are an error."""
+        if self.samples is None:
+            return sorted(self.folder.glob("*.pt"))
+        paths = [self.folder / n for n in self.samples]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise SidestepError(f"{self.folder / MANIFEST}: names {len(missing)} missing file(s) "
+                                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); rerun "
+                                "train.py preprocess on this folder")
+        return paths
+
+    def fingerprint(self) -> str:
+        """Identifies the dataset's content (the manifest's bytes, or the sample names without one)."""
+        digest = hashlib.sha256(self.raw if self.samples is not None else
+                                "\n".join(p.name for p in self.files()).encode())
+        return digest.hexdigest()[:16]
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _lengths(infos: Any) -> dict[str, int]:
+    """file -> latent frames from `sample_info`; entries that do not say are left out (the file tells)."""
+    lengths = {}
+    for info in infos if isinstance(infos, list) else ():
+        try:
+            lengths[str(info["file"])] = int(info["latent_frames"])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return lengths
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """The dataset folder's manifest; a missing folder or an unreadable manifest is a one-line error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SidestepError(f"{folder}: dataset folder not found; pass --dataset-dir pointing at preprocessed "
+                            "tensors (train.py preprocess writes them)")
+    path = folder / MANIFEST
+    if not path.is_file():
+        return Manifest(folder=folder)
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
+        names = data["samples"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError):
+        raise SidestepError(f"{path}: unreadable or has no 'samples' list; rerun train.py preprocess "
+                            "or delete it to use every *.pt in the folder") from None
+    return Manifest(folder=folder, samples=names, metadata=_dict(data.get("metadata")), model=_dict(data.get("model")),
+                    lengths=_lengths(data.get("sample_info")), raw=raw)
+
+
+def has_samples(folder: str | Path) -> bool:
+    """A folder that looks like a dataset: a manifest or at least one sample file."""
+    folder = Path(folder)
+    return (folder / MANIFEST).is_file() or any(folder.glob("*.pt"))
