@@ -6,6 +6,8 @@ import shutil
 import pytest
 
 from sidestep.cli.main import main
+from sidestep.config import Config
+from sidestep.errors import SidestepError
 from sidestep.model import discovery
 from sidestep.model.loader import CheckpointError
 
@@ -59,8 +61,8 @@ def test_config_values_win_and_base_model_overrides_variant(tiny_root):
     entry = discovery.find_model(tiny_root, "shifted")
     resolved = discovery.resolve_training_model(entry, base_model="sft")
     assert (resolved.base_variant, resolved.timestep_mu, resolved.timestep_sigma) == ("sft", -0.8, 0.5)
-    with pytest.raises(CheckpointError, match="--base-model 'xl'"):
-        discovery.resolve_training_model(entry, base_model="xl")
+    with pytest.raises(SidestepError, match="--base-model must be one of turbo, base, sft, got 'xl'"):
+        Config(checkpoint_dir=str(tiny_root), model_variant="shifted", base_model="xl")  # checked where declared
 
 
 def test_missing_parts_are_named(tiny_root):

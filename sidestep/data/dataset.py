@@ -26,14 +26,23 @@ class SampleError(SidestepError):
         super().__init__(message)
 
 
-def load_sample(path: Path) -> dict[str, torch.Tensor]:
+def _read(path: Path, pick):
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        sample = {k: data[k] for k in TENSOR_KEYS}
+        return pick(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # a bad pickle raises many types
         raise SampleError(f"{path}: not a readable preprocessed sample ({type(err).__name__}); "
                           "rerun train.py preprocess") from None
-    return sample
+
+
+def load_sample(path: Path) -> dict[str, torch.Tensor]:
+    """The sample file's tensors."""
+    return _read(path, lambda data: {k: data[k] for k in TENSOR_KEYS})
+
+
+def load_sample_metadata(path: Path) -> dict:
+    """The sample file's `metadata` dict (caption, lyrics, bpm, ...; empty when it has none)."""
+    meta = _read(path, lambda data: data.get("metadata"))
+    return meta if isinstance(meta, dict) else {}
 
 
 class PreprocessedDataset(Dataset):

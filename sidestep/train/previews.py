@@ -77,6 +77,7 @@ def _str_or_none(value: Any) -> str | None:
 
 def dataset_prompts(dataset_dir: str | Path, count: int = DEFAULT_NUM_PROMPTS) -> list[PreviewPrompt]:
     """The first `count` samples' captions (with the dataset's trigger tag, as training saw them) and lyrics."""
+    from sidestep.data.dataset import load_sample_metadata
     from sidestep.data.manifest import read_manifest
     from sidestep.data.prompts import apply_custom_tag, caption_from_filename, training_lyrics
 
@@ -84,11 +85,7 @@ def dataset_prompts(dataset_dir: str | Path, count: int = DEFAULT_NUM_PROMPTS) -
     position = manifest.tag_position
     prompts = []
     for path in manifest.files()[:count]:
-        try:
-            meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata") or {}
-        except Exception as err:  # a bad pickle raises many types
-            raise SidestepError(f"{path}: not a readable preprocessed sample ({type(err).__name__}); pass "
-                                "--sample-prompt or rerun train.py preprocess") from None
+        meta = load_sample_metadata(path)
         caption = meta.get("caption") or caption_from_filename(Path(meta.get("filename") or path.stem).stem)
         try:
             caption = apply_custom_tag(caption, meta.get("custom_tag") or None, position)
