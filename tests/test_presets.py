@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from sidestep import presets
 from sidestep.cli.main import _commands, main
 from sidestep.cli.parser import build_parser, config_from_args
 from sidestep.config import Config
 from sidestep.errors import SidestepError
-from sidestep.wizard import presets
 
 SEED = {  # the Side-Step 0.8 seed's tiers: rank, epochs, batch, optimizer, encoder offloading
     "recommended": dict(rank=64, epochs=100, batch_size=1, optimizer_type="adamw", offload_encoder=False),

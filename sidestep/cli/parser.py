@@ -87,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         if problem:
             raise SidestepError(f"{_field_flags(fields[name])[-1]} {problem}")
     if getattr(args, "preset", None):
-        from sidestep.wizard.presets import find_preset
+        from sidestep.presets import find_preset
 
         return find_preset(args.preset).config().replace(**explicit)
     return Config(**explicit)
