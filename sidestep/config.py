@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sidestep.errors import SidestepError
@@ -188,10 +187,6 @@ class Config:
         for name, value in data.items():
             values[name] = _coerce(known[name], value, source)
         return cls(**values)
-
-    def save_json(self, path: str | Path) -> None:
-        from sidestep.io import atomic_write_text
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @property
     def effective_num_workers(self) -> int:

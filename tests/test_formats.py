@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from helpers import write_tensor_dataset
+from helpers import comfyui_to_side_step, write_tensor_dataset
 from sidestep.cli.main import main
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 from sidestep.model.loader import load_dit, load_text_encoder, load_vae
-from sidestep.train.export import FORMATS, ExportFormat, comfyui_tensors, comfyui_to_side_step, export_adapter
+from sidestep.train.export import FORMATS, ExportFormat, comfyui_tensors, export_adapter
 from sidestep.train.recipe import train
 
 

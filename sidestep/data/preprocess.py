@@ -59,9 +59,6 @@ LYRIC_MAX_LENGTH = 512  # SPEC 4.4 / Q11
 CHUNK_SECONDS = 15.0
 OVERLAP_SECONDS = 2.0
 
-OUTPUT_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-               "context_latents", "metadata")
-
 Event = Callable[[str, dict[str, Any]], None]
 
 

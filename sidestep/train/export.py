@@ -58,19 +58,6 @@ def comfyui_tensors(adapter_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
                         "or lokr_weights.safetensors)")
 
 
-def comfyui_to_side_step(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse mapping of the exported tensors (alpha entries dropped): Side-Step's file keys."""
-    out = {}
-    for key, value in tensors.items():
-        if key.startswith(COMFY_PREFIX):
-            if key.endswith(".alpha"):
-                continue
-            out[PEFT_PREFIX + key[len(COMFY_PREFIX):]] = value
-        else:
-            out[key] = value
-    return out
-
-
 def export_comfyui(adapter_dir: str | Path, out_file: str | Path) -> Path:
     tensors, header = comfyui_tensors(adapter_dir)
     out_file = Path(out_file)
