@@ -89,3 +89,15 @@ def test_every_module_imports_and_a_run_trains_without_posix_modules(tiny_root_r
     assert (out / "adapter_model.safetensors").is_file()
     assert "mem " in proc.stdout and "? GiB" not in proc.stdout  # the RSS figure came from the fallback
     assert "'resource'" in proc.stdout.split("REFUSED DURING RUN")[1]  # the lazy import was tried and refused
+
+
+def test_memory_figures_are_unknown_not_an_error_without_resource_or_psutil():
+    code = ("import sys; sys.modules.update(resource=None, psutil=None)\n"
+            "from sidestep.memory import current_rss, peak_rss\n"
+            "print(peak_rss(), current_rss())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0 and proc.stdout.split() == ["None", "None"], proc.stdout + proc.stderr
+    from sidestep.train.monitor import memory_text
+
+    assert memory_text(float("nan")) == "? GiB" and memory_text(1.5) == "1.50 GiB"
