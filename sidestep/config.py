@@ -11,7 +11,6 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sidestep.errors import SidestepError
@@ -199,10 +198,6 @@ class Config:
             if problem:  # named as the file names it, before Config would name the flag
                 raise SidestepError(f"{source}: option '{name}' {problem}")
         return cls(**values)
-
-    def save_json(self, path: str | Path) -> None:
-        from sidestep.io import atomic_write_text
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2))
 
     @property
     def effective_num_workers(self) -> int:

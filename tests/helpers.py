@@ -44,3 +44,17 @@ def train_tiny_lora(root: Path, tmp: Path, epochs: int = 2, **changes):
                     num_workers=0, save_every=100, scheduler_type="constant")
     settings.update(changes)
     return train(Config(**settings), "fixed", quiet=True), tmp / "out"
+
+
+def comfyui_to_side_step(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of the ComfyUI export's key mapping (alpha entries dropped): Side-Step's file keys."""
+    from sidestep.train.export import COMFY_PREFIX, PEFT_PREFIX
+
+    out = {}
+    for key, value in tensors.items():
+        if key.startswith(COMFY_PREFIX):
+            if not key.endswith(".alpha"):
+                out[PEFT_PREFIX + key[len(COMFY_PREFIX):]] = value
+        else:
+            out[key] = value
+    return out

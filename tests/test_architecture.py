@@ -71,6 +71,15 @@ def test_lower_layers_never_import_the_front_ends():
     assert not upward, sorted(upward)
 
 
+def test_only_the_entry_point_imports_the_wizard():
+    """The wizard is UI on top: the CLI's commands and everything below never import it; only the entry point
+    (`sidestep.cli.main`, which starts it when run without a command) does."""
+    graph = _graph()
+    offenders = sorted(m for m, targets in graph.items() if not m.startswith("sidestep.wizard")
+                       and m != "sidestep.cli.main" and any(t.startswith("sidestep.wizard") for t in targets))
+    assert offenders == []
+
+
 def test_no_import_cycles():
     assert _cycles(_graph()) == []
 

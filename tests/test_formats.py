@@ -1,17 +1,19 @@
 """Saved adapters load in real clients: diffusers' AceStepPipeline, LyCORIS's own loader, ComfyUI layout."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from helpers import write_tensor_dataset
+from helpers import comfyui_to_side_step, write_tensor_dataset
 from sidestep.cli.main import main
 from sidestep.config import Config
+from sidestep.errors import SidestepError
 from sidestep.model.loader import load_dit, load_text_encoder, load_vae
-from sidestep.train.export import comfyui_tensors, comfyui_to_side_step
+from sidestep.train.export import FORMATS, ExportFormat, comfyui_tensors, export_adapter
 from sidestep.train.recipe import train
 
 
@@ -141,6 +143,26 @@ def test_comfyui_export_round_trip(trained, tmp_path, kind):
     else:
         assert "lycoris_layers_0_self_attn_q_proj.lokr_w1" in exported
         assert "lycoris_layers_0_self_attn_q_proj.alpha" in exported  # LyCORIS's own alpha, read by ComfyUI
+
+
+def test_export_dispatches_on_format(trained, tmp_path, monkeypatch, capsys):
+    """`--format` picks the writer from the FORMATS table: a second format registered there is offered and used."""
+    def side_step_keys(adapter_dir, out_file):  # a real second layout: ComfyUI's tensors under Side-Step's keys
+        save_file(comfyui_to_side_step(comfyui_tensors(adapter_dir)[0]), str(out_file))
+        return Path(out_file)
+
+    monkeypatch.setitem(FORMATS, "side-step-keys", ExportFormat(side_step_keys, "Side-Step keys", "for tests"))
+    out = trained["lora"].output_dir
+    assert main(["--plain", "export", "--format", "side-step-keys", str(out), str(tmp_path / "a.safetensors")]) == 0
+    assert "(Side-Step keys): for tests" in capsys.readouterr().out
+    assert load_file(tmp_path / "a.safetensors").keys() == load_file(out / "adapter_model.safetensors").keys()
+    assert main(["--plain", "export", str(out), str(tmp_path / "b.safetensors")]) == 0  # default: comfyui
+    assert all(k.startswith("diffusion_model.") for k in load_file(tmp_path / "b.safetensors"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--plain", "export", "--format", "a1111", str(out), str(tmp_path / "c.safetensors")])
+    assert exit_info.value.code == 2 and "invalid choice: 'a1111'" in capsys.readouterr().err
+    with pytest.raises(SidestepError, match="unknown export format 'a1111'; available: comfyui, side-step-keys"):
+        export_adapter("a1111", out, tmp_path / "c.safetensors")
 
 
 def test_export_of_a_non_adapter_folder_is_a_clear_error(tmp_path, capsys):

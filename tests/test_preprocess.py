@@ -22,12 +22,14 @@ from rich.console import Console
 from sidestep.cli.main import main
 from sidestep.config import Config
 from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_dataset_json
-from sidestep.data.preprocess import (OUTPUT_KEYS, assign_sample_ids, encode_audio, file_sha256,
-                                      preprocess_dataset, scan_audio_dir)
+from sidestep.data.preprocess import (assign_sample_ids, encode_audio, file_sha256, preprocess_dataset,
+                                      scan_audio_dir)
 from sidestep.errors import SidestepError
 from sidestep.model.loader import load_dit, load_silence_latent, load_text_encoder, load_vae
 
 ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
+               "context_latents", "metadata")  # one preprocessed sample's keys, in order (SPEC 4.6)
 GOOD = ("c-track.mp3", "low_rate.ogg", "song.wav", "sub/song.wav", "surround.flac")
 BAD = {  # file -> words its skip reason must contain
     "broken.wav": "broken link", "corrupt.flac": "corrupt audio", "empty.wav": "empty file",

@@ -1,15 +1,19 @@
-"""Presets: the seven built-ins, validation on load, user/global folders, import/export, CLI --preset."""
+"""Presets: the seven built-ins, validation on load, user/global folders, import/export, CLI --preset, the wheel."""
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
+from sidestep import presets
 from sidestep.cli.commands import commands
 from sidestep.cli.main import main
 from sidestep.cli.parser import build_parser, config_from_args
 from sidestep.config import Config
 from sidestep.errors import SidestepError
-from sidestep.wizard import presets
 
 SEED = {  # the Side-Step 0.8 seed's tiers: rank, epochs, batch, optimizer, encoder offloading
     "recommended": dict(rank=64, epochs=100, batch_size=1, optimizer_type="adamw", offload_encoder=False),
@@ -135,3 +139,39 @@ def test_global_folder_is_a_fallback_and_import_export_round_trip(tmp_path):
     assert not imported.exists()
     names = [p.name for p in presets.list_presets()[0]]
     assert names == list(SEED) + ["shared"]  # listed once, user before global
+
+
+LIST_PRESETS = """
+import sys, sidestep
+from sidestep.presets import list_presets
+found, errors = list_presets()
+print(sidestep.__file__)
+print(",".join(p.name for p in found if p.source == "built-in"), errors, "torch" in sys.modules)
+"""
+
+
+def test_an_installed_wheel_lists_the_seven_builtins(tmp_path):
+    """`uv build` a wheel and install it alone (no dependencies: the store needs only the standard library)
+    into a fresh venv; run from elsewhere, it lists the seven built-ins from its own package data."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT")}
+
+    def run(*cmd, cwd=tmp_path):
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    run(uv, "build", "--wheel", "--out-dir", str(tmp_path / "dist"), str(repo))
+    (wheel,) = (tmp_path / "dist").glob("side_step-*.whl")
+    run(uv, "venv", "--quiet", str(tmp_path / "venv"))
+    python = tmp_path / "venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    run(uv, "pip", "install", "--quiet", "--no-deps", "--python", str(python), str(wheel))
+    home = tmp_path / "elsewhere"
+    home.mkdir()
+    env["XDG_CONFIG_HOME"] = str(home / "xdg")
+    location, listing = run(str(python), "-c", LIST_PRESETS, cwd=home).splitlines()
+    assert Path(location).is_relative_to(tmp_path / "venv")  # the installed copy, not the repository
+    assert listing == ",".join(SEED) + " [] False"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sidestep.errors import SidestepError
-from sidestep.wizard.settings import Settings, config_dir, load_settings, save_settings, settings_path
+from sidestep.settings import Settings, config_dir, load_settings, save_settings, settings_path
 from wizard_pty import Wizard, main_menu, quit_wizard, settings_file, wizard_env
 
 

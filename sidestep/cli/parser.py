@@ -78,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     fields = {f.name for f in Config.fields()}
     explicit = {k: v for k, v in vars(args).items() if k in fields}  # Config checks every bound
     if getattr(args, "preset", None):
-        from sidestep.wizard.presets import find_preset
+        from sidestep.presets import find_preset
 
         return find_preset(args.preset).config().replace(**explicit)
     return Config(**explicit)

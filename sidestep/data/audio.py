@@ -128,14 +128,6 @@ def _promised_frames(info: sf._SoundFileInfo) -> int:
     return max(info.frames, declared // int(align.group(1)))
 
 
-def probe_duration(path: str | Path) -> float:
-    """Seconds of audio in the file, from its header (raises AudioError)."""
-    path = Path(path)
-    check_readable(path)
-    info = _info(path)
-    return info.frames / info.samplerate if info.samplerate else 0.0
-
-
 def _decode(path: Path, frames: int) -> np.ndarray:
     """[S, C] float32 of the first `frames` frames."""
     try:

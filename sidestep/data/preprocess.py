@@ -41,7 +41,7 @@ from sidestep.config import Config
 from sidestep.data.audio import AudioError, check_readable, is_audio_path, load_audio
 from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_dataset_json
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
-from sidestep.data.manifest import MANIFEST, SAMPLE_KEYS
+from sidestep.data.manifest import MANIFEST
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_bytes, atomic_write_text, write_error
 from sidestep.model import discovery
@@ -58,8 +58,6 @@ LYRIC_MAX_LENGTH = 512  # SPEC 4.4 / Q11
 # a fixed value keeps the tensors independent of the GPU they were made on.
 CHUNK_SECONDS = 15.0
 OVERLAP_SECONDS = 2.0
-
-OUTPUT_KEYS = SAMPLE_KEYS
 
 Event = Callable[[str, dict[str, Any]], None]
 

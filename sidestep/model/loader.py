@@ -12,7 +12,6 @@ the 2B model never exists twice in memory. No code from a checkpoint folder is e
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,10 +330,6 @@ def _cap_encoder_layers(encoder: torch.nn.Module, config: dict[str, Any]) -> Non
     for stack in (encoder.lyric_encoder, encoder.timbre_encoder):
         if len(stack.layers) > cap:
             stack.layers = stack.layers[:cap]
-
-
-def param_count(module: torch.nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in module.parameters())
 
 
 __all__ = ["CheckpointError", "DiT", "load_dit", "read_dit_config", "build_modules",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,13 +72,6 @@ def short_target_names(modules: list[str], decoder: torch.nn.Module, official: b
         names = [decoder_path_to_official(n) if "." in n.replace("to_out.0", "") else PROJ_DIFFUSERS_TO_OFFICIAL[n]
                  for n in names]
     return names
-
-
-@dataclass
-class AdapterSpec:
-    kind: str  # lora | lokr
-    modules: list[str]
-    settings: dict[str, Any]
 
 
 class LoraAdapter:

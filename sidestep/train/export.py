@@ -1,5 +1,8 @@
 """Adapter export to other clients' layouts (SPEC 5.3: ComfyUI, model class ACEStep15).
 
+`FORMATS` is the one table of export formats: `train.py export --format NAME` offers its keys and
+calls `export_adapter`, so a new layout is one writer function and one entry.
+
 ComfyUI reads one safetensors file. For the decoder weight `diffusion_model.decoder.X.weight`
 it accepts LoRA keys `diffusion_model.decoder.X.lora_A.weight` / `.lora_B.weight` scaled by a
 `diffusion_model.decoder.X.alpha` tensor divided by the rank (1.0 without one), and LyCORIS keys
@@ -9,7 +12,9 @@ it accepts LoRA keys `diffusion_model.decoder.X.lora_A.weight` / `.lora_B.weight
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -53,19 +58,6 @@ def comfyui_tensors(adapter_dir: str | Path) -> tuple[dict[str, torch.Tensor], d
                         "or lokr_weights.safetensors)")
 
 
-def comfyui_to_side_step(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Inverse mapping of the exported tensors (alpha entries dropped): Side-Step's file keys."""
-    out = {}
-    for key, value in tensors.items():
-        if key.startswith(COMFY_PREFIX):
-            if key.endswith(".alpha"):
-                continue
-            out[PEFT_PREFIX + key[len(COMFY_PREFIX):]] = value
-        else:
-            out[key] = value
-    return out
-
-
 def export_comfyui(adapter_dir: str | Path, out_file: str | Path) -> Path:
     tensors, header = comfyui_tensors(adapter_dir)
     out_file = Path(out_file)
@@ -75,3 +67,27 @@ def export_comfyui(adapter_dir: str | Path, out_file: str | Path) -> Path:
     except OSError as err:
         raise SidestepError(f"{out_file}: cannot write ({err.strerror or err}); choose a writable path") from None
     return out_file
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    write: Callable[[str | Path, str | Path], Path]  # (adapter folder, output file) -> the file written
+    client: str  # what reads the file, shown after writing
+    how_to_use: str
+
+
+FORMATS: dict[str, ExportFormat] = {
+    "comfyui": ExportFormat(export_comfyui, "ComfyUI, ACE-Step 1.5", "load it with a LoRA loader node at strength 1.0"),
+}
+
+
+def export_format(name: str) -> ExportFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise SidestepError(f"unknown export format '{name}'; available: {', '.join(FORMATS)}") from None
+
+
+def export_adapter(name: str, adapter_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the adapter in `adapter_dir` to `out_file` in export format `name` (a key of FORMATS)."""
+    return export_format(name).write(adapter_dir, out_file)

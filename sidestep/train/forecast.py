@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import resource
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 
 from sidestep.config import Config
 from sidestep.data.batching import LATENT_RATE
+from sidestep.memory import current_rss
 
 GIB = 2**30
 # Optimizer state per trainable element, in units of the fp32 parameter.
@@ -36,15 +36,6 @@ class Forecast:
 
     def gib(self) -> dict[str, float]:
         return {k: round(v / GIB, 3) for k, v in self.parts.items()} | {"total": round(self.total / GIB, 3)}
-
-
-def current_rss() -> float:
-    """Resident memory of this process now (Linux /proc), else the peak so far."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _saved_bytes(block: torch.nn.Module, args: dict[str, Any]) -> tuple[float, float]:

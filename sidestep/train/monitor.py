@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import resource
+import math
 import time
 from pathlib import Path
 
@@ -11,14 +11,21 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from sidestep.memory import peak_rss
+
 log = logging.getLogger("sidestep.train")
 
 
 def memory_gib(device: torch.device) -> float:
-    """Peak memory so far: allocated on CUDA, resident set size elsewhere."""
+    """Peak memory so far: allocated on CUDA, resident set size elsewhere (NaN when unknown)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss()
+    return float("nan") if peak is None else peak / 2**30
+
+
+def memory_text(gib: float) -> str:
+    return "? GiB" if math.isnan(gib) else f"{gib:.2f} GiB"
 
 
 class TrainMonitor:
@@ -47,11 +54,11 @@ class TrainMonitor:
             self.progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
                 MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}"),
-                TextColumn("{task.fields[speed]:.2f} it/s  mem {task.fields[mem]:.2f} GiB"),
+                TextColumn("{task.fields[speed]:.2f} it/s  mem {task.fields[mem]}"),
                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
             self.progress.start()
             self.task = self.progress.add_task("train", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"),
-                                               lr=0.0, speed=0.0, mem=0.0)
+                                               lr=0.0, speed=0.0, mem=memory_text(0.0))
         self.total_steps = total_steps
         self.steps_done_at_start = 0
 
@@ -74,7 +81,7 @@ class TrainMonitor:
             return
         elapsed = time.perf_counter() - self.start
         speed = (step - self.steps_done_at_start) / elapsed if elapsed > 0 else 0.0
-        mem = memory_gib(self.device)
+        mem = memory_text(memory_gib(self.device))
         if self.progress:
             self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, lr=lr, speed=speed, mem=mem)
         if step % self.log_every == 0:
@@ -91,8 +98,9 @@ class TrainMonitor:
     def on_epoch_end(self, epoch: int, step: int, mean_loss: float, val_loss: float | None = None) -> None:
         val = f"  val {val_loss:.4f}" if val_loss is not None else ""
         if self.enabled and self.show and self.plain:
+            mem = memory_text(memory_gib(self.device))
             self.console.print(f"epoch {epoch + 1}/{self.epochs}  step {step}/{self.total_steps}  "
-                               f"loss {mean_loss:.4f}{val}  mem {memory_gib(self.device):.2f} GiB", highlight=False)
+                               f"loss {mean_loss:.4f}{val}  mem {mem}", highlight=False)
         elif self.progress and val:
             self.progress.console.print(f"epoch {epoch + 1}: loss {mean_loss:.4f}{val}", highlight=False)
         if self.writer:

@@ -17,13 +17,12 @@ from rich.padding import Padding
 from rich.table import Table
 
 from sidestep import __version__
+from sidestep import presets as preset_store
 from sidestep.console import get_console
 from sidestep.errors import SidestepError
+from sidestep.settings import MODES, Settings, check_checkpoint_dir, load_settings, save_settings, settings_path
 from sidestep.wizard import flows
-from sidestep.wizard import presets as preset_store
 from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
-from sidestep.wizard.settings import (MODES, Settings, check_checkpoint_dir, load_settings, save_settings,
-                                      settings_path)
 
 log = logging.getLogger("sidestep.wizard")
 

@@ -19,13 +19,13 @@ from typing import Any, Callable
 from rich import box
 from rich.table import Table
 
+from sidestep import presets as preset_store
 from sidestep.config import Config
 from sidestep.data.manifest import has_samples
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
-from sidestep.wizard import presets as preset_store
+from sidestep.settings import MODES, Settings, check_checkpoint_dir
 from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
-from sidestep.wizard.settings import MODES, Settings, check_checkpoint_dir
 
 # Test seam: when set, an action appends {"command", "config", "args"} to this JSON-lines file instead of running.
 DRY_RUN_ENV = "SIDESTEP_WIZARD_DRY_RUN"

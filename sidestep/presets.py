@@ -1,9 +1,11 @@
 """Named training presets: JSON files whose keys are `Config` field names (plus `name`, `description`).
 
-Built-ins live in the repository's `presets/` folder (found relative to this package, so any
-working directory works). User presets are saved to `./presets/`; `~/.config/sidestep/presets/`
-(or under `$XDG_CONFIG_HOME`) is scanned as a fallback. Every preset is validated when loaded:
-an unknown key, a wrong type or an out-of-range value is a one-line error naming the key and the file.
+Built-ins are package data (`sidestep/builtin_presets/`, found with importlib.resources, so an
+installed wheel and any working directory work). User presets are saved to `./presets/`;
+`~/.config/sidestep/presets/` (or under `$XDG_CONFIG_HOME`) is scanned as a fallback. Every preset
+is validated when loaded: an unknown key, a wrong type or an out-of-range value is a one-line error
+naming the key and the file. The CLI and the wizard both use this store; it needs only the standard
+library (no torch), so listing presets is instant.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sidestep.config import TRAIN, Config
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
-from sidestep.wizard.settings import config_dir
+from sidestep.settings import config_dir
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "presets"
+# A real folder: wheels install unzipped (a zipped package would need Traversable reads throughout).
+BUILTIN_DIR = Path(str(resources.files("sidestep") / "builtin_presets"))
 BUILTIN_NAMES = ("recommended", "high_quality", "quick_test", "vram_24gb_plus", "vram_16gb", "vram_12gb", "vram_8gb")
 META_KEYS = ("name", "description")
 # Where a run reads and writes, not how it trains: never stored in a preset saved from the wizard.
@@ -77,10 +81,7 @@ def read_preset(path: Path, source: str = "file") -> Preset:
 
 
 def _candidates() -> list[tuple[str, Path]]:
-    """(source, file) of every preset file: built-ins, then ./presets, then the global folder.
-
-    When the working directory is the repository, ./presets is the built-in folder: a file is listed once.
-    """
+    """(source, file) of every preset file: built-ins, then ./presets, then the global folder (each file once)."""
     found = [("built-in", BUILTIN_DIR / f"{n}.json") for n in BUILTIN_NAMES if (BUILTIN_DIR / f"{n}.json").is_file()]
     seen = {path.resolve() for _, path in found}
     for source, folder in (("user", user_dir()), ("global", global_dir())):

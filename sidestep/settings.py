@@ -1,7 +1,8 @@
-"""Persistent wizard settings: `settings.json` under `$XDG_CONFIG_HOME/sidestep/` (else `~/.config/sidestep/`).
+"""Persistent user settings: `settings.json` under `$XDG_CONFIG_HOME/sidestep/` (else `~/.config/sidestep/`).
 
-They are defaults only: the checkpoint folder asked on first run, where outputs go and the
-wizard mode last chosen. Every training option still lives in `Config`.
+Kept outside the wizard package: the CLI and lower layers never import the UI. They are defaults
+only: the checkpoint folder asked on first run, where outputs go and the wizard mode last chosen.
+Every training option still lives in `Config`.
 """
 
 from __future__ import annotations
