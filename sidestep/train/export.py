@@ -1,4 +1,4 @@
-"""Adapter export to other clients' layouts (SPEC 5.3: ComfyUI, model class ACEStep15).
+"""Adapter export to other clients' layouts (docs/design.md §6.3: ComfyUI, model class ACEStep15).
 
 ComfyUI reads one safetensors file. For the decoder weight `diffusion_model.decoder.X.weight`
 it accepts LoRA keys `diffusion_model.decoder.X.lora_A.weight` / `.lora_B.weight` scaled by a
