@@ -14,7 +14,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-MEDIUM_CONFIG = ROOT.parent / "shared" / "acestep15" / "medium-config.json"
+# A mid-sized DiT config (36 M parameters) kept in the repository with the test data (reference/README.md).
+MEDIUM_CONFIG = ROOT / "reference" / "medium-config.json"
 
 
 def machine() -> str:

@@ -5,7 +5,7 @@
     OMP_NUM_THREADS=1 uv run python bench/preview_memory.py --full-vae     # the released VAE's size
 
 A checkpoints root is written first in a child process (so its memory never counts here): the
-DiT at the medium config (`../shared/acestep15/medium-config.json`, random weights, official
+DiT at the medium config (`reference/medium-config.json`, random weights, official
 layout), the tiny test VAE (2.9 M parameters; `--full-vae`: the released size, 168.7 M) and
 a tiny 2-layer Qwen3 text encoder at the medium config's text width (1024). Then, in this
 process, as training does: the PreviewSampler computes the prompt conditioning (text encoder,
@@ -82,7 +82,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3, help="training steps before the preview")
     p.add_argument("--frames", type=int, default=750, help="latent frames per training sample (25 per second)")
-    p.add_argument("--cond", type=int, default=769, help="condition tokens per training sample (SPEC 4.5)")
+    p.add_argument("--cond", type=int, default=769, help="condition tokens per training sample (docs/design.md §5.5)")
     p.add_argument("--duration", type=float, default=10.0, help="preview seconds")
     p.add_argument("--late-prepare", action="store_true", help="compute the conditioning after training "
                    "(at the first render) instead of before the decoder is loaded")

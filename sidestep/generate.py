@@ -7,10 +7,10 @@ Two ways in, same numbers:
 * The staged functions `encode_text` -> `encode_condition` -> `sample_latents` -> `decode_latents`
   (audio previews during training). They are the pipeline's own text2music steps taken apart,
   so that each large part can be loaded, used and freed on its own, and the conditioning (which
-  no adapter touches: adapters wrap the decoder only, SPEC 5) can be computed once and kept.
+  no adapter touches: adapters wrap the decoder only, docs/design.md §6) can be computed once and kept.
   `tests/test_generate.py` checks that they reproduce `AceStepPipeline.__call__` exactly.
 
-Sampler settings per variant (SPEC 6): turbo 8 steps, shift 3, no CFG; base/sft 50 steps,
+Sampler settings per variant (docs/design.md §7): turbo 8 steps, shift 3, no CFG; base/sft 50 steps,
 shift 1, APG guidance 7.0 with the pipeline's parameters (momentum -0.75, norm threshold 2.5,
 time-axis normalisation, CFG interval [0, 1]).
 """
@@ -156,7 +156,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 def encode_text(tokenizer, text_encoder, prompt: str, lyrics: str | None, duration: float,
                 bpm: int | None = None, keyscale: str | None = None, timesignature: str | None = None,
                 vocal_language: str = "en") -> TextEmbeddings:
-    """Prompt and lyrics through the text encoder with the pipeline's own templates (SPEC 4.7)."""
+    """Prompt and lyrics through the text encoder with the pipeline's own templates (docs/design.md §5.7)."""
     from diffusers import AceStepPipeline
 
     text_only = AceStepPipeline(vae=None, text_encoder=text_encoder, tokenizer=tokenizer, transformer=None,

@@ -12,8 +12,26 @@ import pytest
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "acestep15"
-GOLDEN = SHARED / "golden"
+ROOT = Path(__file__).resolve().parents[1]
+# Reference data shipped with the repository (reference/README.md): golden cases, key sets, configs.
+REFERENCE = ROOT / "reference"
+GOLDEN = REFERENCE / "golden"
+KEYS_2B = REFERENCE / "keys-v15-2b.json"
+# Optional extra golden cases beside the clone: every folder there is tested too, so a new
+# reference case can be dropped in without a code change. Nothing needs it to exist.
+EXTRA_GOLDEN = ROOT.parent / "shared" / "acestep15" / "golden"
+
+
+def golden_cases() -> list:
+    """One pytest param per golden case folder: every folder of reference/golden/ (id: its name),
+    then every folder of EXTRA_GOLDEN when that exists (id: `shared-<name>`, so a case of the
+    same name runs from both places). Hidden folders are ignored; an incomplete folder fails."""
+    cases = []
+    for root, prefix in ((GOLDEN, ""), (EXTRA_GOLDEN, "shared-")):
+        if root.is_dir():
+            cases += [pytest.param(p, id=prefix + p.name) for p in sorted(root.iterdir())
+                      if p.is_dir() and not p.name.startswith(".")]
+    return cases
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Test data builders (real tensors in the preprocessed on-disk format, SPEC 4.6)."""
+"""Test data builders (real tensors in the preprocessed on-disk format, docs/design.md §5.6)."""
 
 import json
 from pathlib import Path

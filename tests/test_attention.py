@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import GOLDEN
+from conftest import golden_cases
 from sidestep.model.attention import BandedAttnProcessor, banded_attention, sliding_attention, use_fast_attention
 from sidestep.model.loader import load_dit
 
@@ -27,8 +27,8 @@ def test_banded_equals_dense_mask(L, w):
             assert (a - b).abs().max() < 2e-5
 
 
-def test_decoder_with_banded_attention_matches_golden_and_builds_no_dense_mask(monkeypatch):
-    folder = GOLDEN / "tiny-turbo"
+@pytest.mark.parametrize("folder", golden_cases())
+def test_decoder_with_banded_attention_matches_golden_and_builds_no_dense_mask(monkeypatch, folder):
     dit = load_dit(folder)
     assert use_fast_attention(dit.transformer, torch.device("cpu")) == "banded"
     assert isinstance(dit.transformer.layers[0].self_attn.processor, BandedAttnProcessor)

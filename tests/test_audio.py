@@ -1,4 +1,4 @@
-"""SPEC 4.1: decoding, resampling, channels, truncation and every kind of bad file."""
+"""docs/design.md §5.1: decoding, resampling, channels, truncation and every kind of bad file."""
 
 import os
 
@@ -65,7 +65,7 @@ def test_48k_stereo_is_passed_through_unchanged(tmp_path):
 
 def test_no_clamp_and_no_normalisation(tmp_path):
     data = np.full((4800, 2), 0.05, np.float32)
-    data[100] = 1.5  # float wav can exceed full scale; SPEC 4.1: no clamp
+    data[100] = 1.5  # float wav can exceed full scale; docs/design.md §5.1: no clamp
     sf.write(tmp_path / "a.wav", data, 48000, subtype="FLOAT")
     wave = load_audio(tmp_path / "a.wav").waveform
     assert float(wave.max()) == 1.5 and float(wave[0, 0]) == pytest.approx(0.05)
@@ -95,7 +95,7 @@ def test_truncation_keeps_original_duration_and_matches_full_resample(tmp_path):
     cut = load_audio(tmp_path / "long.wav", max_duration=1.0)
     full = load_audio(tmp_path / "long.wav")
     assert cut.waveform.shape == (2, 48000) and cut.truncated and not full.truncated
-    assert cut.original_duration == pytest.approx(3.0)  # Q16: the file's length, not the cut
+    assert cut.original_duration == pytest.approx(3.0)  # docs/design.md §8 Q16: the file's length, not the cut
     # Only the first ~2 s are decoded, yet the samples equal those of resampling the whole file.
     assert torch.equal(cut.waveform, full.waveform[:, :48000])
 

@@ -1,4 +1,4 @@
-"""Two-pass preprocessing on the tiny checkpoint with synthesized songs (SPEC 4, issue 4)."""
+"""Two-pass preprocessing on the tiny checkpoint with synthesized songs (docs/design.md §5, issue 4)."""
 
 import io
 import json
@@ -29,7 +29,7 @@ from sidestep.model.loader import load_dit, load_silence_latent, load_text_encod
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_KEYS = ("target_latents", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-               "context_latents", "metadata")  # one preprocessed sample's keys, in order (SPEC 4.6)
+               "context_latents", "metadata")  # one preprocessed sample's keys, in order (docs/design.md §5.6)
 GOOD = ("c-track.mp3", "low_rate.ogg", "song.wav", "sub/song.wav", "surround.flac")
 BAD = {  # file -> words its skip reason must contain
     "broken.wav": "broken link", "corrupt.flac": "corrupt audio", "empty.wav": "empty file",
@@ -149,7 +149,7 @@ def test_one_pt_per_good_song_with_exactly_the_spec_keys(first, tiny_root_readon
         mask = sample["encoder_attention_mask"]
         assert mask[: int(mask.sum())].all() and not mask[int(mask.sum()):].any()  # valid tokens packed first
         context = sample["context_latents"]
-        assert context.shape == (T, 128)  # Q20
+        assert context.shape == (T, 128)  # docs/design.md §8 Q20
         assert torch.equal(context[:, :64], silence[0, :T]) and torch.equal(context[:, 64:], torch.ones(T, 64))
         assert context.untyped_storage().nbytes() == T * 128 * 4  # not a view of the whole silence latent
 
@@ -267,11 +267,11 @@ def test_against_an_independent_computation(tiny_root_readonly, tmp_path):
         text = tokenizer(prompt, padding="max_length", max_length=256, truncation=True, return_tensors="pt")
         lyrics = tokenizer("la la la", padding="max_length", max_length=512, truncation=True, return_tensors="pt")
         hidden, mask = dit.condition_encoder(
-            text_hidden_states=qwen(input_ids=text.input_ids).last_hidden_state,  # Q10: no attention mask
+            text_hidden_states=qwen(input_ids=text.input_ids).last_hidden_state,  # §8 Q10: no attention mask
             text_attention_mask=text.attention_mask.float(),
-            lyric_hidden_states=qwen.embed_tokens(lyrics.input_ids),  # Q11: embeddings only
+            lyric_hidden_states=qwen.embed_tokens(lyrics.input_ids),  # §8 Q11: embeddings only
             lyric_attention_mask=lyrics.attention_mask.float(),
-            refer_audio_acoustic_hidden_states_packed=torch.zeros(1, 1, 64),  # Q12
+            refer_audio_acoustic_hidden_states_packed=torch.zeros(1, 1, 64),  # §8 Q12
             refer_audio_order_mask=torch.zeros(1, dtype=torch.long))
     assert got["target_latents"].shape == (12, 64)  # floor(24000 / 1920)
     torch.testing.assert_close(got["target_latents"], latents, rtol=0, atol=1e-6)
@@ -281,7 +281,7 @@ def test_against_an_independent_computation(tiny_root_readonly, tmp_path):
 
 
 def test_long_audio_is_tiled_with_independent_noise_per_window(tiny_root_readonly):
-    """SPEC 4.2 windows on a short clip: chunk 8 frames, overlap 2 frames each side, 12 frames."""
+    """docs/design.md §5.2 windows on a short clip: chunk 8 frames, overlap 2 frames each side, 12 frames."""
     vae = load_vae(tiny_root_readonly / "vae")
     wave = torch.from_numpy(noise(48000, 2, seconds=0.48, seed=11).T.copy())  # 23040 samples
     windows = [((0, 11520), (0, 4)), ((3840, 19200), (2, 6)), ((11520, 23040), (2, 6))]  # (window, kept frames)

@@ -1,4 +1,4 @@
-"""SPEC 4.3: the training prompt, metas, caption selection, tags and lyrics, against literal strings."""
+"""docs/design.md §5.3: the training prompt, metas, caption selection, tags and lyrics, against literal strings."""
 
 import random
 
@@ -21,7 +21,7 @@ def test_falsy_metas_print_na(bpm):
 
 
 def test_duration_truncates_toward_zero_and_is_never_na():
-    # Q16: the original file's length, whole seconds, even past the 240 s cut.
+    # docs/design.md §8 Q16: the original file's length, whole seconds, even past the 240 s cut.
     assert "- duration: 239 seconds\n" in metas_string(duration=239.99)
     assert "- duration: 600 seconds\n" in metas_string(duration=600.4)
     assert "- duration: 0 seconds\n" in metas_string(duration=None)
@@ -114,7 +114,7 @@ def test_no_tag_leaves_text_and_bad_position_is_rejected():
 def test_lyrics_default_to_instrumental_marker():
     assert training_lyrics(None) == "[Instrumental]"
     assert training_lyrics("  \n") == "[Instrumental]"
-    assert training_lyrics("[Verse]\nla la") == "[Verse]\nla la"  # raw, no language header (Q11)
+    assert training_lyrics("[Verse]\nla la") == "[Verse]\nla la"  # raw, no language header (docs/design.md §8 Q11)
 
 
 def test_caption_from_filename():

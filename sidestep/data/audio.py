@@ -1,4 +1,4 @@
-"""Audio decoding for preprocessing (SPEC 4.1): any file soundfile reads -> stereo float at the VAE rate.
+"""Audio decoding for preprocessing (docs/design.md §5.1): any file soundfile reads -> stereo float at the VAE rate.
 
 Decoding is libsndfile's (through soundfile: wav, flac, ogg/vorbis/opus, mp3, aiff, ...);
 resampling is `torchaudio.transforms.Resample` with its defaults, as upstream (the functional
@@ -56,7 +56,7 @@ class AudioClip:
 
     waveform: torch.Tensor  # [2, S] float32 at `sample_rate`, in [-1, 1] as decoded (no clamp)
     sample_rate: int
-    original_duration: float  # seconds of the whole file, before --max-duration (Q16)
+    original_duration: float  # seconds of the whole file, before --max-duration (docs/design.md §8 Q16)
     source_rate: int
     source_channels: int
     note: str | None = None  # a problem worth telling the user that did not stop the file (truncation)
@@ -144,7 +144,7 @@ def to_stereo(wave: torch.Tensor) -> torch.Tensor:
     """[C, S] -> [2, S]: mono duplicated; 5.1 downmixed per ITU-R BS.775; other counts > 2
     averaged into left (even-numbered channels) and right (odd-numbered channels).
 
-    SPEC 4.1 describes the upstream behaviour as "first two channels"; for a surround file
+    Upstream keeps the first two channels (docs/design.md §5.1); for a surround file
     that throws away the centre (usually the vocals), so Side-Step downmixes instead.
     """
     channels = wave.shape[0]
@@ -159,7 +159,7 @@ def to_stereo(wave: torch.Tensor) -> torch.Tensor:
 
 def load_audio(path: str | Path, target_rate: int = 48_000, max_duration: float = 240.0,
                min_samples: int = 1) -> AudioClip:
-    """Decode, resample to `target_rate`, make stereo, cut at `max_duration` seconds (SPEC 4.1).
+    """Decode, resample to `target_rate`, make stereo, cut at `max_duration` seconds (docs/design.md §5.1).
 
     Raises AudioError for unreadable, empty, zero-length, corrupt, unsupported and silent
     files, and for clips shorter than `min_samples` output samples (the VAE hop: a shorter

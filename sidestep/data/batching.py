@@ -1,6 +1,6 @@
 """Batches without padding: length buckets, and random crops that cover each song evenly.
 
-The decoder ignores padding masks (SPEC Q1), so a padded batch would let the padding leak into
+The decoder ignores padding masks (docs/design.md §8 Q1), so a padded batch would let the padding leak into
 attention. Instead, every batch holds items of one length: whole songs grouped by length, or,
 with `--chunk-duration`, crops of a fixed length. A batch sampler yields `(index, offset,
 length)` keys that `PreprocessedDataset` cuts the sample with.
@@ -24,7 +24,7 @@ from typing import Iterator
 
 from torch.utils.data import Sampler
 
-LATENT_RATE = 25  # latent frames per second at 48 kHz with the VAE's hop of 1920 samples (SPEC 4.2)
+LATENT_RATE = 25  # latent frames per second at 48 kHz with the VAE's hop of 1920 samples (docs/design.md §5.2)
 
 
 def _rng(*parts: object) -> random.Random:

@@ -76,7 +76,7 @@ class PreprocessedDataset(Dataset):
 
 
 def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack a batch; unequal lengths are right-padded with zeros (SPEC 4.6, as upstream).
+    """Stack a batch; unequal lengths are right-padded with zeros (docs/design.md §5.6, as upstream).
 
     Training batches come from `BucketBatchSampler` and never need the padding."""
     batch = {"index": torch.stack([item["index"] for item in items])} if "index" in items[0] else {}

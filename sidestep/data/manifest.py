@@ -1,7 +1,7 @@
 """The dataset contract: what a preprocessed folder holds, defined once and read only through here.
 
 A dataset folder holds one `<sample>.pt` per song (a dict of the tensors in `TENSOR_KEYS` plus a
-`metadata` dict; see docs/design.md) and `manifest.json`, which names the samples in training order
+`metadata` dict; docs/design.md §5.6) and `manifest.json`, which names the samples in training order
 and records how they were made. Without a manifest every `*.pt` in the folder is a sample (as
 upstream's trainer does).
 """

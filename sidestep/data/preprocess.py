@@ -1,4 +1,4 @@
-"""Two-pass preprocessing: a folder of songs becomes training tensors (SPEC 4).
+"""Two-pass preprocessing: a folder of songs becomes training tensors (docs/design.md §5).
 
 Pass 1 holds only the VAE and the text encoder: audio -> latents (4.2), prompt and lyrics
 -> embeddings (4.3, 4.4); the results go to `<out>/.pass1/`. Both models are then freed.
@@ -51,9 +51,9 @@ from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
 PIPELINE_VERSION = 1
 PASS1_DIR = ".pass1"
 STATE_DIR = ".state"
-TEXT_MAX_LENGTH = 256  # SPEC 4.4
-LYRIC_MAX_LENGTH = 512  # SPEC 4.4 / Q11
-# SPEC 4.2: upstream means 30 s windows on >8 GB GPUs, but its memory probe reads a field
+TEXT_MAX_LENGTH = 256  # docs/design.md §5.4
+LYRIC_MAX_LENGTH = 512  # docs/design.md §5.4, §8 Q11
+# docs/design.md §5.2: upstream means 30 s windows on >8 GB GPUs, but its memory probe reads a field
 # that does not exist and so always uses 15 s. 15 s is therefore what it really does, and
 # a fixed value keeps the tensors independent of the GPU they were made on.
 CHUNK_SECONDS = 15.0
@@ -74,7 +74,7 @@ class Settings:
     overlap_seconds: float = OVERLAP_SECONDS
     text_max_length: int = TEXT_MAX_LENGTH
     lyric_max_length: int = LYRIC_MAX_LENGTH
-    timbre_reference: str = "zeros[1,1,64]"  # SPEC 4.5 / Q12 (LoRA mode; same tensors for LoKR)
+    timbre_reference: str = "zeros[1,1,64]"  # docs/design.md §5.5, §8 Q12 (LoRA mode; same tensors for LoKR)
     pipeline_version: int = PIPELINE_VERSION
 
 
@@ -199,7 +199,7 @@ def _fingerprint(job: _Job, settings: Settings, dataset: DatasetMeta, models: di
 
 
 # ---------------------------------------------------------------------------------------
-# The computations (SPEC 4.2 - 4.5)
+# The computations (docs/design.md §5.2-§5.5)
 
 
 def _posterior(vae, audio: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
@@ -210,7 +210,7 @@ def _posterior(vae, audio: torch.Tensor, mode: str, generator: torch.Generator |
 @torch.no_grad()
 def encode_audio(vae, waveform: torch.Tensor, mode: str = "sample", generator: torch.Generator | None = None,
                  chunk_samples: int | None = None, overlap_samples: int | None = None) -> torch.Tensor:
-    """[2, S] audio -> [T, 64] latents, no scaling (SPEC 4.2, Q15).
+    """[2, S] audio -> [T, 64] latents, no scaling (docs/design.md §5.2, §8 Q15).
 
     Audio longer than the chunk is encoded in overlapping windows, each sampled on its own
     (upstream's scheme; diffusers' built-in tiling joins features and samples once, which is
@@ -240,7 +240,7 @@ def encode_audio(vae, waveform: torch.Tensor, mode: str = "sample", generator: t
 
 @torch.no_grad()
 def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """[256, D] last hidden state and [256] float mask (SPEC 4.4). Q10: the model runs
+    """[256, D] last hidden state and [256] float mask (docs/design.md §5.4). §8 Q10: the model runs
     without the attention mask (causal only), on max-length-padded input."""
     device = next(text_model.parameters()).device
     tokens = tokenizer(prompt, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
@@ -251,7 +251,7 @@ def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torc
 
 @torch.no_grad()
 def embed_lyrics(tokenizer, text_model, lyrics: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """[512, D] token-embedding rows only (no transformer) and [512] float mask (SPEC 4.4, Q11)."""
+    """[512, D] token-embedding rows only (no transformer) and [512] float mask (docs/design.md §5.4, §8 Q11)."""
     embed = text_model.get_input_embeddings()
     tokens = tokenizer(lyrics, padding="max_length", max_length=LYRIC_MAX_LENGTH, truncation=True,
                        return_tensors="pt")
@@ -262,9 +262,9 @@ def embed_lyrics(tokenizer, text_model, lyrics: str) -> tuple[torch.Tensor, torc
 @torch.no_grad()
 def encode_conditions(condition_encoder, text: torch.Tensor, text_mask: torch.Tensor, lyrics: torch.Tensor,
                       lyric_mask: torch.Tensor, timbre_dim: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """[L, D] encoder hidden states and [L] bool mask, L = 512 + 1 + 256 (SPEC 4.5).
+    """[L, D] encoder hidden states and [L] bool mask, L = 512 + 1 + 256 (docs/design.md §5.5).
 
-    The timbre reference is `zeros[1, 1, 64]` with order mask [0] (Q12, LoRA mode): the
+    The timbre reference is `zeros[1, 1, 64]` with order mask [0] (docs/design.md §8 Q12, LoRA mode): the
     tensors are the same whichever adapter is trained on them.
     """
     param = next(condition_encoder.parameters())
@@ -278,7 +278,7 @@ def encode_conditions(condition_encoder, text: torch.Tensor, text_mask: torch.Te
 
 
 def context_latents(silence: torch.Tensor, frames: int) -> torch.Tensor:
-    """[T, 128] = silence latent frames | ones (SPEC 3.2, Q20); `silence` is [1, T_sil, 64]."""
+    """[T, 128] = silence latent frames | ones (docs/design.md §4.2, §8 Q20); `silence` is [1, T_sil, 64]."""
     if silence.shape[1] < frames:
         raise SidestepError(f"silence_latent.pt holds {silence.shape[1]} frames but a sample needs {frames}; "
                             "use the released silence_latent.pt or a lower --max-duration")

@@ -1,4 +1,4 @@
-"""The training-side text prompt and lyrics of ACE-Step 1.5 (SPEC 4.3). Pure functions.
+"""The training-side text prompt and lyrics of ACE-Step 1.5 (docs/design.md §5.3). Pure functions.
 
 The template, the metas lines and the caption selection are reproduced character for
 character: the condition encoder was trained on exactly these strings.
@@ -13,7 +13,7 @@ INSTRUCTION = "Fill the audio semantic mask based on the given conditions:"
 PROMPT_TEMPLATE = "# Instruction\n{}\n\n# Caption\n{}\n\n# Metas\n{}<|endoftext|>\n"
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 TAG_POSITIONS = ("prepend", "append", "replace")
-# SPEC 4.3: the genre subset is drawn by shuffling sample indices after random.seed(42).
+# docs/design.md §5.3: the genre subset is drawn by shuffling sample indices after random.seed(42).
 GENRE_SUBSET_SEED = 42
 
 
@@ -23,7 +23,8 @@ def _or_na(value: Any) -> Any:
 
 
 def metas_string(bpm: Any = None, timesignature: Any = None, keyscale: Any = None, duration: float | None = 0) -> str:
-    """The `# Metas` block; `duration` is the original file length, printed as whole seconds (Q16)."""
+    """The `# Metas` block; `duration` is the original file length, printed as whole seconds
+    (docs/design.md §8 Q16)."""
     seconds = int(duration) if duration else 0  # truncation toward zero; never N/A
     return (f"- bpm: {_or_na(bpm)}\n"
             f"- timesignature: {_or_na(timesignature)}\n"
@@ -36,7 +37,7 @@ def build_prompt(caption: str, metas: str, instruction: str = INSTRUCTION) -> st
 
 
 def genre_subset(num_samples: int, genre_ratio: float) -> set[int]:
-    """Indices of the samples whose caption is their genre: `genre_ratio`% of them (SPEC 4.3).
+    """Indices of the samples whose caption is their genre: `genre_ratio`% of them (docs/design.md §5.3).
 
     Identical to upstream's `random.seed(42); random.shuffle(indices)`, but on a private
     `Random` so the global random state is left alone.
@@ -50,7 +51,7 @@ def genre_subset(num_samples: int, genre_ratio: float) -> set[int]:
 def select_caption(caption: str, genre: str, prompt_override: str | None, in_genre_subset: bool) -> str:
     """Caption or genre, per `prompt_override`, else per genre-subset membership.
 
-    Side-Step variant (SPEC 4.3): a genre-subset sample with an empty genre keeps its caption.
+    Side-Step variant (docs/design.md §5.3): a genre-subset sample with an empty genre keeps its caption.
     """
     override = (prompt_override or "").strip().lower()
     if override == "genre":
@@ -74,7 +75,7 @@ def apply_custom_tag(text: str, tag: str | None, position: str = "prepend") -> s
 
 
 def training_lyrics(lyrics: str | None) -> str:
-    """Raw lyrics (no language header, Q11); `[Instrumental]` when there are none."""
+    """Raw lyrics (no language header, docs/design.md §8 Q11); `[Instrumental]` when there are none."""
     return lyrics if lyrics and lyrics.strip() else INSTRUMENTAL_LYRICS
 
 

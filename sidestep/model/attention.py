@@ -1,6 +1,6 @@
 """Sliding-window self-attention without a dense T x T mask.
 
-diffusers' ACE-Step DiT enforces the sliding window (|i - j| <= w, SPEC 2.2, Q3) with a dense
+diffusers' ACE-Step DiT enforces the sliding window (|i - j| <= w, docs/design.md §3.2, §8 Q3) with a dense
 additive [T, T] mask, which also keeps SDPA off its fused no-mask kernels. Here:
 - with flash-attn installed on CUDA, diffusers' own "flash" backend takes the window natively;
 - otherwise `BandedAttnProcessor` computes the same attention exactly, block by block: queries
@@ -44,7 +44,7 @@ def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     block = window
     nb = -(-L // block)
     pad_q = nb * block - L
-    # [B, H, L, D]; GQA: KV head j serves query heads j*groups ... (repeat-interleave, SPEC 2.2)
+    # [B, H, L, D]; GQA: KV head j serves query heads j*groups ... (repeat-interleave, docs/design.md §3.2)
     q = q.transpose(1, 2)
     k = k.transpose(1, 2).repeat_interleave(groups, dim=1)
     v = v.transpose(1, 2).repeat_interleave(groups, dim=1)

@@ -10,8 +10,8 @@ def _layer_types(n: int) -> list[str]:
     return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
 
 
-# The released 2B family (SPEC 1.2); turbo flags. Built on meta it has exactly the key set
-# and shapes of ../shared/acestep15/keys-v15-2b.json.
+# The released 2B family (docs/design.md §2.2); turbo flags. Built on meta it has exactly the key set
+# and shapes of reference/keys-v15-2b.json.
 RELEASED_2B_CONFIG: dict = {
     "architectures": ["AceStepConditionGenerationModel"], "attention_bias": False, "attention_dropout": 0.0,
     "audio_acoustic_hidden_dim": 64, "data_proportion": 0.5, "fsq_dim": 2048,

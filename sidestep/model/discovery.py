@@ -1,4 +1,4 @@
-"""Find the models in a checkpoints root and the parts each needs (SPEC 1.1 - 1.3).
+"""Find the models in a checkpoints root and the parts each needs (docs/design.md §2.1-§2.3).
 
 A root holds DiT folders (official names or any fine-tune with an ACE-Step `config.json`),
 `vae/`, `Qwen3-Embedding-0.6B/` and the silence latent. A diffusers-format pipeline folder
@@ -26,7 +26,7 @@ VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sf
 BASE_VARIANTS = ("turbo", "base", "sft")
 VAE_DIR_NAMES = ("vae",)
 TEXT_ENCODER_DIR_NAMES = ("Qwen3-Embedding-0.6B",)
-# Every variant known to the code samples training t with these (SPEC 1.3).
+# Every variant known to the code samples training t with these (docs/design.md §2.3).
 DEFAULT_TIMESTEP_PARAMS = {"turbo": (-0.4, 1.0), "base": (-0.4, 1.0), "sft": (-0.4, 1.0)}
 
 
@@ -77,7 +77,7 @@ def _variant_from(name: str, config: dict) -> str | None:
     if config.get("model_version") in ("base", "sft") and "is_turbo" in config:
         return config["model_version"]
     tokens = name.lower().replace("_", "-").split("-")
-    for variant in ("sft", "base", "turbo"):  # "base-sft-fix-inst" is sft code (SPEC 1.1)
+    for variant in ("sft", "base", "turbo"):  # "base-sft-fix-inst" is sft code (docs/design.md §2.1)
         if variant in tokens:
             return variant
     return None
@@ -191,7 +191,7 @@ def find_text_encoder(root: str | Path) -> Path:
 
 
 def find_silence_latent(root: str | Path, entry: ModelEntry) -> Path:
-    """The root's silence_latent.pt is checked first, then the DiT folder's (SPEC 1.1)."""
+    """The root's silence_latent.pt is checked first, then the DiT folder's (docs/design.md §2.1)."""
     for path in (Path(root) / SILENCE_FILE, entry.path / SILENCE_FILE):
         if path.is_file():
             return path

@@ -3,7 +3,7 @@
 The released `model.safetensors` holds the whole `AceStepConditionGenerationModel`
 (`decoder.*`, `encoder.*`, `tokenizer.*`, `detokenizer.*`, `null_condition_emb`).
 diffusers splits it into separate modules whose parameter names differ only by the
-fixed renaming below (SPEC section 0). Everything here is pure string work.
+fixed renaming below (docs/design.md §1.2). Everything here is pure string work.
 """
 
 from __future__ import annotations

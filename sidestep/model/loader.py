@@ -25,7 +25,7 @@ from sidestep.model.keys import NULL_CONDITION_KEY, PREFIX_TO_MODULE, diffusers_
 WEIGHTS_FILE = "model.safetensors"
 SILENCE_FILE = "silence_latent.pt"
 
-# config.json fields every ACE-Step DiT config carries (SPEC 1.2); their absence means the
+# config.json fields every ACE-Step DiT config carries (docs/design.md §2.2); their absence means the
 # folder is not an ACE-Step 1.5 DiT.
 _REQUIRED_FIELDS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -85,7 +85,7 @@ def transformer_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return dict(
         _common(config),
         hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"],  # Q18: never `inner_mlp_width`
+        intermediate_size=config["intermediate_size"],  # docs/design.md §8 Q18: never `inner_mlp_width`
         num_hidden_layers=config["num_hidden_layers"],
         in_channels=config["in_channels"],
         audio_acoustic_hidden_dim=config["audio_acoustic_hidden_dim"],
@@ -98,7 +98,7 @@ def transformer_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _encoder_dims(config: dict[str, Any]) -> dict[str, Any]:
-    """XL builds encoder, tokenizer and null embedding at the encoder width (SPEC 1.4)."""
+    """XL builds encoder, tokenizer and null embedding at the encoder width (docs/design.md §2.4)."""
     common = _common(config)
     common["num_attention_heads"] = config.get("encoder_num_attention_heads", common["num_attention_heads"])
     common["num_key_value_heads"] = config.get("encoder_num_key_value_heads", common["num_key_value_heads"])
@@ -325,7 +325,7 @@ def load_dit(
 
 
 def _cap_encoder_layers(encoder: torch.nn.Module, config: dict[str, Any]) -> None:
-    """Q13: the reference runs only `layers[:num_hidden_layers]` of each encoder stack."""
+    """docs/design.md §8 Q13: the reference runs only `layers[:num_hidden_layers]` of each encoder stack."""
     cap = config["num_hidden_layers"]
     for stack in (encoder.lyric_encoder, encoder.timbre_encoder):
         if len(stack.layers) > cap:

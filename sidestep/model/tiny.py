@@ -22,12 +22,12 @@ from sidestep.model.loader import SILENCE_FILE, WEIGHTS_FILE, build_modules
 TEXT_ENCODER_DIR = "Qwen3-Embedding-0.6B"
 VAE_DIR = "vae"
 
-# SPEC 0: the smallest AutoencoderOobleck with 64-channel latents at 25 frames/s.
+# docs/design.md §1.5: the smallest AutoencoderOobleck with 64-channel latents at 25 frames/s.
 TINY_VAE_CONFIG: dict = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10],
                              channel_multiples=[1, 1, 1, 1, 1], decoder_channels=8,
                              decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
 
-SILENCE_FRAMES = 15000  # as long as the released one must be (600 s at 25 Hz, SPEC 1.1)
+SILENCE_FRAMES = 15000  # as long as the released one must be (600 s at 25 Hz, docs/design.md §2.1)
 
 _TOKENIZER_CORPUS = [
     "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n# Caption\n",

@@ -2,7 +2,7 @@
 
 The training model uses diffusers' module names (`to_q/to_k/to_v/to_out.0`); users, adapter
 files and ACE-Step say `q_proj/k_proj/v_proj/o_proj`. Selection happens here, in diffusers
-names; files are written in ACE-Step's layout (SPEC 5) by `export_tensors`/`export_config`.
+names; files are written in ACE-Step's layout (docs/design.md §6) by `export_tensors`/`export_config`.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class LoraAdapter:
         return json.loads(json.dumps(config, default=list))
 
     def diffusers_metadata(self) -> dict[str, Any]:
-        """The LoraConfig that diffusers reads from the safetensors header (SPEC 0), diffusers names."""
+        """The LoraConfig that diffusers reads from the safetensors header (docs/design.md §6.1), diffusers names."""
         config = self.export_config()
         config["target_modules"] = short_target_names(self.modules, self.decoder, official=False)
         # diffusers builds the LoRA layers in train mode; dropout belongs to training, never to inference.

@@ -1,4 +1,4 @@
-"""Adapter export to other clients' layouts (SPEC 5.3: ComfyUI, model class ACEStep15).
+"""Adapter export to other clients' layouts (docs/design.md §6.3: ComfyUI, model class ACEStep15).
 
 `FORMATS` is the one table of export formats: `train.py export --format NAME` offers its keys and
 calls `export_adapter`, so a new layout is one writer function and one entry.

@@ -1,7 +1,7 @@
-"""The flow-matching training loss (SPEC 3.1 fixed, 3.3 vanilla), one function per step.
+"""The flow-matching training loss (docs/design.md §4.1 fixed, §4.3 vanilla), one function per step.
 
 x0 = clean latents, x1 = noise, x_t = t*x1 + (1-t)*x0, the decoder predicts v = x1 - x0,
-loss = mean((v_pred - v)^2) over every element (Q8: padding included, as upstream).
+loss = mean((v_pred - v)^2) over every element (docs/design.md §8 Q8: padding included, as upstream).
 
 Randomness is drawn per sample from its own generator, seeded from (run seed, epoch, sample
 index): a sample gets the same dropout, noise and t whatever batch, process count or resume
@@ -41,7 +41,7 @@ def sample_generators(seed: int, epoch: int, indices: list[int], device: torch.d
 
 def cfg_dropout(encoder_hidden_states: torch.Tensor, null_condition_emb: torch.Tensor,
                 keep: torch.Tensor) -> torch.Tensor:
-    """Replace each dropped sample's whole condition sequence by the learned null embedding (Q7)."""
+    """Replace each dropped sample's whole condition sequence by the learned null embedding (docs/design.md §8 Q7)."""
     B = encoder_hidden_states.shape[0]
     null = null_condition_emb.to(encoder_hidden_states.dtype).expand_as(encoder_hidden_states)
     return torch.where(keep.view(B, 1, 1), encoder_hidden_states, null)
@@ -67,7 +67,7 @@ def draw(objective: Objective, x0: torch.Tensor, generators: list[torch.Generato
             keeps.append(torch.ones(1, dtype=torch.bool, device=device))
             noises.append(torch.randn(shape, generator=g, device=device, dtype=x0.dtype))
             ts.append(sample_discrete(1, g, device, x0.dtype))
-    # The model's forward works in the input dtype (Q5); vanilla values are already rounded to it.
+    # The model's forward works in the input dtype (docs/design.md §8 Q5); vanilla values are already rounded to it.
     return Draws(keep=torch.cat(keeps), noise=torch.stack(noises), t=torch.cat(ts).to(x0.dtype))
 
 

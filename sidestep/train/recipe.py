@@ -4,8 +4,8 @@
 then per epoch the optimizer steps and the end of the epoch (validation, previews, checkpoint),
 then finish (the adapter and the loss plot). `train(config, mode)` runs one.
 
-Modes: "fixed" (docs/design.md, corrected training: CFG dropout + the model's own logit-normal t)
-and "vanilla" (upstream's discrete turbo schedule, no dropout).
+Modes: "fixed" (docs/design.md §4.1: CFG dropout + the model's own logit-normal t) and "vanilla"
+(§4.3: upstream's discrete turbo schedule, no dropout).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Where on the noise path each training sample sits (SPEC 3.1 step 4, 3.3).
+"""Where on the noise path each training sample sits (docs/design.md §4.1 step 3, §4.3).
 
 Fixed ("corrected") mode draws t as the model's own `sample_t_r` does: two logit-normal
 draws with the config's mu/sigma, t = their maximum, and r = t because `use_meanflow` is
-off (quirk Q6). Vanilla mode picks uniformly from the upstream trainer's turbo shift-3 list.
+off (docs/design.md §8 Q6). Vanilla mode picks uniformly from the upstream trainer's turbo shift-3 list.
 """
 
 from __future__ import annotations
