@@ -75,6 +75,8 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     skipped_steps: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
     best_val_loss: float | None = None
+    effective_batch: int = 0  # batch size x gradient accumulation x processes
+    frame_share: float = 1.0  # the share of the dataset's audio frames one epoch trains
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -357,6 +359,8 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                         generator=torch.Generator().manual_seed(config.seed))
     batches_per_epoch = sampler.batches_per_epoch
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation)
+    if not quiet and fabric.is_global_zero:
+        console.print(sampler.describe(config.gradient_accumulation), highlight=False)
     total_steps = steps_per_epoch * config.epochs
 
     optimizer = build_optimizer(config.optimizer_type, adapter.parameters(), config.learning_rate,
@@ -404,7 +408,9 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
             render("epoch_0")
     named_trainable = [(n, p) for n, p in decoder.named_parameters() if p.requires_grad]
     result = TrainResult(output_dir=output_dir, epochs=start_epoch, optimizer_steps=global_step, seconds=0.0,
-                         final_loss=float("nan"))
+                         final_loss=float("nan"),
+                         effective_batch=config.batch_size * config.gradient_accumulation * fabric.world_size,
+                         frame_share=sampler.frame_share())
     started = time.perf_counter()
     bad_steps = 0
 
