@@ -1,13 +1,16 @@
-"""Batches never pad; crops cover every frame of a song within the expected number of epochs."""
+"""Batches hold B distinct songs of one length (no padding); crops cover every frame within a stated bound;
+processes split each global batch without training a song twice."""
 
 import math
 
 import torch
 from torch.utils.data import DataLoader
 
-from helpers import write_tensor_dataset
+from helpers import DISTINCT_FRAMES, write_tensor_dataset
 from sidestep.data.batching import BucketBatchSampler, crop_offset
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
+
+EXAMPLE = [5230, 4875, 6001, 3950, 5500, 6000, 4410, 5999]  # latent frames of 8 real-looking songs
 
 
 def _batches(dataset, sampler, epochs):
@@ -17,17 +20,55 @@ def _batches(dataset, sampler, epochs):
         yield from loader
 
 
+def _epoch(sampler, epoch):
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def test_batches_hold_batch_size_distinct_songs():
+    for chunk in (None, 1500):
+        sampler = BucketBatchSampler(EXAMPLE, batch_size=4, seed=0, chunk=chunk)
+        assert sampler.batches_per_epoch == 2 and len(sampler) == 2
+        for epoch in range(4):
+            batches = _epoch(sampler, epoch)
+            assert [len(b) for b in batches] == [4, 4]
+            indices = [key[0] for b in batches for key in b]
+            assert sorted(indices) == list(range(8))  # every song once, 4 different ones per batch
+            for b in batches:
+                assert len({key[2] for key in b}) == 1  # one length per batch
+                for index, offset, length, num, den in b:
+                    assert 0 <= offset <= EXAMPLE[index] - length and (num, den) == (1, 4)
+        if chunk:
+            assert {key[2] for b in batches for key in b} == {1500}
+        else:  # whole songs: length neighbours batch together, cropped to the shortest of the batch
+            assert sorted(key[2] for b in batches for key in b) == [3950] * 4 + [5500] * 4
+            assert {frozenset(k[0] for k in b) for b in batches} == {frozenset({3, 6, 1, 0}),
+                                                                     frozenset({4, 7, 5, 2})}
+
+
+def test_last_batch_holds_the_remainder():
+    sampler = BucketBatchSampler(list(DISTINCT_FRAMES), batch_size=4, seed=2)
+    assert sampler.batches_per_epoch == 3
+    sizes = sorted(len(b) for b in _epoch(sampler, 0))
+    assert sizes == [1, 4, 4]
+    lone = next(b for b in sampler if len(b) == 1)
+    assert lone[0][0] == DISTINCT_FRAMES.index(max(DISTINCT_FRAMES))  # the longest song is the remainder
+    assert lone[0][3:] == (1, 1)
+
+
 def test_no_batch_ever_contains_padding(tmp_path):
-    dataset = PreprocessedDataset(write_tensor_dataset(tmp_path / "ds", n=9, frames=(24, 30, 24, 36, 30, 24)))
+    dataset = PreprocessedDataset(write_tensor_dataset(tmp_path / "ds"))  # 9 songs, 9 lengths
     for chunk in (None, 28):
         sampler = BucketBatchSampler(dataset.lengths, batch_size=3, seed=1, chunk=chunk)
         seen = 0
         for items in _batches(dataset, sampler, epochs=3):
             lengths = {item["target_latents"].shape[0] for item in items}
             assert len(lengths) == 1, lengths
+            assert len({int(item["index"]) for item in items}) == len(items) == 3
             batch = pad_collate(items)
             assert batch["attention_mask"].all()  # nothing padded
             assert batch["target_latents"].shape[1] == lengths.pop()
+            assert batch["weight_num"].tolist() == [1] * 3 and batch["weight_den"].tolist() == [3] * 3
             seen += len(items)
         assert seen == 27
 
@@ -49,6 +90,59 @@ def test_crops_visit_every_frame_within_k_epochs():
                     assert len(set(offsets)) > 1  # new offsets from epoch to epoch
 
 
+def test_every_frame_is_trained_within_the_stated_bound():
+    """Song i, batched with songs no shorter than c, is covered within ceil(T_i / c) consecutive epochs, and
+    the sampler's coverage_epochs() is the largest such bound."""
+    cases = [(EXAMPLE, 4, None), (EXAMPLE, 4, 1500), (EXAMPLE, 3, None), (list(DISTINCT_FRAMES), 2, None),
+             (list(DISTINCT_FRAMES), 4, 25), ([40, 41, 90, 200, 201], 2, None)]
+    for lengths, batch_size, chunk in cases:
+        for seed in (0, 5):
+            sampler = BucketBatchSampler(lengths, batch_size, seed, chunk)
+            bound = sampler.coverage_epochs()
+            crop = {key[0]: key[2] for b in sampler for key in b}
+            assert bound == max(math.ceil(lengths[i] / c) for i, c in crop.items())
+            for start in (0, 7):
+                covered = [torch.zeros(t, dtype=torch.bool) for t in lengths]
+                for epoch in range(start, start + bound):
+                    for b in _epoch(sampler, epoch):
+                        for index, offset, length, _, _ in b:
+                            covered[index][offset:offset + length] = True
+                assert all(c.all() for c in covered), (lengths, batch_size, chunk, seed)
+    sampler = BucketBatchSampler(EXAMPLE, 4, 0)
+    assert sampler.coverage_epochs() == 2  # e.g. 6001 frames cropped to 5500
+    assert abs(sampler.frame_share() - (3950 * 4 + 5500 * 4) / sum(EXAMPLE)) < 1e-12
+    assert "effective batch 8" in sampler.describe(2) and "2 batches per epoch" in sampler.describe(2)
+
+
+def test_processes_split_each_global_batch_without_repeats():
+    lengths = list(DISTINCT_FRAMES)  # 9 songs: 2 processes x batch 2 -> groups of 4, 4, 1
+    single = BucketBatchSampler(lengths, batch_size=4, seed=3)
+    ranks = [BucketBatchSampler(lengths, batch_size=2, seed=3, world_size=2, rank=r) for r in range(2)]
+    assert single.batches_per_epoch == ranks[0].batches_per_epoch == 3 == math.ceil(9 / 4)
+    for epoch in range(3):
+        whole, a, b = _epoch(single, epoch), _epoch(ranks[0], epoch), _epoch(ranks[1], epoch)
+        assert len(whole) == len(a) == len(b)
+        for w, x, y in zip(whole, a, b):
+            trained = [k for k in x + y if k[3] > 0]
+            assert [k[:3] for k in trained] == [k[:3] for k in w]  # the same items, each on one process
+            assert not {k[0] for k in x if k[3]} & {k[0] for k in y if k[3]}
+            # weights: DDP averages the two processes' gradients, so each sample counts 2 / |group| there
+            assert all(k[3:] == (2, len(w)) for k in trained)
+            # both processes always run (DDP); one with no share gets a weight-0 copy
+            assert x and y and all(k[3] == 0 for k in x + y if k not in trained)
+            assert len({k[2] for k in x + y}) == 1
+
+
+def test_groups_are_fixed_and_their_order_changes_with_the_epoch():
+    s = BucketBatchSampler(list(range(20, 44)), batch_size=2, seed=0)
+    first = _epoch(s, 0)
+    second = _epoch(s, 1)
+    assert [[k[0] for k in b] for b in first] != [[k[0] for k in b] for b in second]
+    assert sorted(tuple(k[0] for k in b) for b in first) == sorted(tuple(k[0] for k in b) for b in second)
+    s.skip = 5
+    assert len(s) == 7 and _epoch(s, 1) == second[5:]
+
+
 def test_crops_are_cut_from_the_sample(tmp_path):
     dataset = PreprocessedDataset(write_tensor_dataset(tmp_path / "ds", n=1, frames=(36,)))
     whole = dataset[0]
@@ -56,25 +150,5 @@ def test_crops_are_cut_from_the_sample(tmp_path):
     assert torch.equal(crop["target_latents"], whole["target_latents"][5:25])
     assert torch.equal(crop["context_latents"], whole["context_latents"][5:25])
     assert torch.equal(crop["encoder_hidden_states"], whole["encoder_hidden_states"])
-
-
-def test_processes_split_the_global_batches():
-    lengths = [24, 24, 30, 24, 30, 24, 24]
-    single = BucketBatchSampler(lengths, batch_size=2, seed=3)
-    ranks = [BucketBatchSampler(lengths, batch_size=1, seed=3, world_size=2, rank=r) for r in range(2)]
-    for epoch in range(3):
-        for s in [single, *ranks]:
-            s.set_epoch(epoch)
-        for whole, a, b in zip(single, *ranks):
-            if len(whole) == 2:
-                assert a + b == whole
-            else:  # a lone item is repeated so both processes get one
-                assert a == b == whole
-        assert len(single) == len(ranks[0]) == len(ranks[1])
-
-
-def test_epoch_changes_the_order():
-    s = BucketBatchSampler([24] * 12, batch_size=2, seed=0)
-    first = list(s)
-    s.set_epoch(1)
-    assert sorted(map(tuple, first)) != sorted(map(tuple, s)) or first != list(s)
+    weighted = dataset[(0, 5, 20, 2, 3)]
+    assert (int(weighted["weight_num"]), int(weighted["weight_den"])) == (2, 3)

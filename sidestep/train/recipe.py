@@ -436,7 +436,10 @@ def train(config: Config, mode: str, only_modules: list[str] | None = None, quie
                 epoch_losses: list[float] = []
                 group_loss, bad_group = 0.0, False
                 for i, batch in enumerate(loader, start=skip_batches):
-                    generators = sample_generators(config.seed, epoch, batch.pop("index").tolist(), runtime.device)
+                    indices = batch.pop("index").tolist()
+                    log.debug("rank %d epoch %d batch %d trains samples %s", fabric.global_rank, epoch + 1, i,
+                              [k for k, w in zip(indices, batch["weight_num"].tolist()) if w])
+                    generators = sample_generators(config.seed, epoch, indices, runtime.device)
                     batch = {k: v.to(runtime.device, runtime.compute_dtype if v.is_floating_point() else None,
                                      non_blocking=True) for k, v in batch.items()}
                     group_start = (i // config.gradient_accumulation) * config.gradient_accumulation
