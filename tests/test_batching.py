@@ -152,3 +152,29 @@ def test_crops_are_cut_from_the_sample(tmp_path):
     assert torch.equal(crop["encoder_hidden_states"], whole["encoder_hidden_states"])
     weighted = dataset[(0, 5, 20, 2, 3)]
     assert (int(weighted["weight_num"]), int(weighted["weight_den"])) == (2, 3)
+
+
+def test_process_loss_weights_average_to_the_global_batch_gradient(tiny_root_readonly, tmp_path):
+    """What DDP does with 2 processes x batch 2 (mean of their gradients) equals 1 process x batch 4, last
+    short batch (1 song, a weight-0 copy on the other process) included."""
+    from sidestep.model.loader import load_dit
+    from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
+
+    dit = load_dit(tiny_root_readonly / "acestep-v15-turbo")
+    weights = [p.requires_grad_(True) for n, p in dit.transformer.named_parameters() if "layers.0.self_attn" in n]
+    dataset = PreprocessedDataset(write_tensor_dataset(tmp_path / "ds"))
+
+    def grads(keys):
+        batch = pad_collate([dataset[key] for key in keys])
+        gens = sample_generators(0, 0, batch.pop("index").tolist())
+        loss, _ = flow_matching_loss(dit.transformer, batch, Objective("fixed"), gens, dit.null_condition_emb)
+        return torch.autograd.grad(loss, weights)
+
+    single = list(BucketBatchSampler(dataset.lengths, 4, seed=0))
+    ranks = [list(BucketBatchSampler(dataset.lengths, 2, seed=0, world_size=2, rank=r)) for r in range(2)]
+    assert sorted(len(b) for b in single) == [1, 4, 4]
+    for whole, a, b in zip(single, *ranks):
+        expected = grads(whole)
+        averaged = [(x + y) / 2 for x, y in zip(grads(a), grads(b))]
+        assert all(torch.allclose(x, y, rtol=1e-5, atol=1e-9) for x, y in zip(averaged, expected))
+        assert any(x.abs().max() > 0 for x in expected)
