@@ -83,8 +83,8 @@ def _run(args, env=None, **kw):
 def _cli(root, dataset, out, *extra):
     return ["fixed", "--checkpoint-dir", str(root), "--dataset-dir", str(dataset), "--output-dir", str(out),
             "--rank", "4", "--alpha", "8", "--lr", "0.005", "--warmup-steps", "2", "--gradient-accumulation", "1",
-            "--num-workers", "0", "--save-every", "100", "--scheduler-type", "constant_with_warmup", "--batch-size", "2",
-            *extra]
+            "--num-workers", "0", "--save-every", "100", "--scheduler-type", "constant_with_warmup",
+            "--batch-size", "2", *extra]
 
 
 def test_ctrl_c_saves_prints_resume_command_and_exits_130(tiny_root_readonly, dataset, tmp_path):
