@@ -49,11 +49,15 @@ def test_batches_hold_batch_size_distinct_songs():
 def test_last_batch_holds_the_remainder():
     sampler = BucketBatchSampler(list(DISTINCT_FRAMES), batch_size=4, seed=2)
     assert sampler.batches_per_epoch == 3
-    sizes = sorted(len(b) for b in _epoch(sampler, 0))
-    assert sizes == [1, 4, 4]
-    lone = next(b for b in sampler if len(b) == 1)
-    assert lone[0][0] == DISTINCT_FRAMES.index(max(DISTINCT_FRAMES))  # the longest song is the remainder
-    assert lone[0][3:] == (1, 1)
+    orders = set()
+    for epoch in range(6):
+        batches = _epoch(sampler, epoch)
+        assert [len(b) for b in batches] == [4, 4, 1]  # the epoch's last batch holds the remainder
+        lone = batches[-1][0]
+        assert lone[0] == DISTINCT_FRAMES.index(max(DISTINCT_FRAMES))  # the longest song
+        assert lone[2] == max(DISTINCT_FRAMES) and lone[3:] == (1, 1)  # whole, and alone in its batch
+        orders.add(tuple(b[0][0] for b in batches))
+    assert len(orders) == 2  # the full batches still come in either order
 
 
 def test_no_batch_ever_contains_padding(tmp_path):

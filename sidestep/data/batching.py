@@ -9,7 +9,8 @@ Groups. Each song i has a size s_i = min(T_i, C) (C = `--chunk-duration` in fram
 songs: s_i = T_i). Songs are sorted by (s_i, a tie-break hashed from (seed, i)) and cut into
 consecutive groups of G = batch size x processes, so neighbours in length train together;
 the last group holds the remainder (the longest songs). The groups are fixed for a run; only
-their order is shuffled per (seed, epoch). Every item of a group is cropped to the group's
+their order is shuffled per (seed, epoch), and a short remainder group is always the epoch's
+last batch. Every item of a group is cropped to the group's
 shortest size c, at `crop_offset(T_i, c, seed, epoch, i)`.
 
 Crops: a song of T frames and a crop of C frames has k = ceil(T / C) anchor offsets spread
@@ -96,8 +97,11 @@ class BucketBatchSampler(Sampler):
 
     def _global_batches(self) -> list[list[Key]]:
         """Every process's keys of every batch of this epoch, in order: [batch][item]."""
-        order = list(range(len(self.groups)))
+        short = bool(self.groups) and len(self.groups[-1]) < self.batch_size * self.world_size
+        full = len(self.groups) - short
+        order = list(range(full))
         _rng(self.seed, self.epoch, "order").shuffle(order)
+        order += range(full, len(self.groups))  # a short remainder group is always the epoch's last batch
         batches = []
         for g in order:
             c, group = self.crops[g], self.groups[g]
