@@ -82,7 +82,8 @@ class Config:
     # Training hyperparameters
     learning_rate: float = opt(1e-4, "Training", "Learning rate (1.0 for prodigy)", flags=("--lr", "--learning-rate"),
                                basic=True, bounds="(0,inf)")
-    batch_size: int = opt(1, "Training", "Samples per step", TRAIN + ESTIMATE, basic=True, bounds="[1,inf)")
+    batch_size: int = opt(1, "Training", "Different songs per batch and process (length neighbours, cropped to "
+                          "the shortest)", TRAIN + ESTIMATE, basic=True, bounds="[1,inf)")
     gradient_accumulation: int = opt(4, "Training", "Steps accumulated per optimizer step", bounds="[1,inf)")
     epochs: int = opt(100, "Training", "Maximum epochs", basic=True, bounds="[1,inf)")
     warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)", bounds="[0,inf)")

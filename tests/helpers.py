@@ -6,9 +6,14 @@ from pathlib import Path
 import torch
 
 
-def write_tensor_dataset(folder: Path, n: int = 4, frames=(24, 24, 30, 36), hidden: int = 64, cond_len: int = 21,
+# Real songs never share a length: the default dataset is 9 songs of 9 lengths (latent frames).
+DISTINCT_FRAMES = (24, 30, 36, 27, 33, 39, 21, 45, 42)
+
+
+def write_tensor_dataset(folder: Path, n: int = 9, frames=DISTINCT_FRAMES, hidden: int = 64, cond_len: int = 21,
                          seed: int = 0, silence: torch.Tensor | None = None) -> Path:
-    """`n` samples shaped like preprocessing output (tiny model: D=64), plus manifest.json."""
+    """`n` samples shaped like preprocessing output (tiny model: D=64), plus manifest.json; sample i has
+    frames[i % len(frames)] latent frames."""
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     names = []

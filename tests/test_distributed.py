@@ -1,6 +1,7 @@
 """Many processes: Fabric DDP (gloo on CPU) equals one process with the doubled batch; device selection."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from safetensors.torch import load_file
 
 from helpers import write_tensor_dataset
 from sidestep.config import Config
+from sidestep.data.batching import BucketBatchSampler
+from sidestep.data.dataset import PreprocessedDataset
 from sidestep.errors import SidestepError
 from sidestep.train.recipe import train
 from sidestep.runtime import Runtime, fabric_kwargs, resolve_device
@@ -18,21 +21,52 @@ from sidestep.runtime import Runtime, fabric_kwargs, resolve_device
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_two_processes_equal_one_with_doubled_batch(tiny_root_readonly, tmp_path):
-    dataset = write_tensor_dataset(tmp_path / "ds", n=4, frames=(24,))
+def _trained_samples(log_text: str) -> dict[tuple[int, int], dict[int, list[int]]]:
+    """{(epoch, batch): {rank: sample indices}} from the debug log's per-batch lines."""
+    found: dict[tuple[int, int], dict[int, list[int]]] = {}
+    for match in re.finditer(r"rank (\d+) epoch (\d+) batch (\d+) trains samples \[([\d, ]*)\]", log_text):
+        rank, epoch, batch = map(int, match.groups()[:3])
+        found.setdefault((epoch, batch), {})[rank] = [int(x) for x in match[4].split(",") if x.strip()]
+    return found
+
+
+def test_two_processes_split_the_songs_and_equal_one_with_doubled_batch(tiny_root_readonly, tmp_path):
+    dataset = write_tensor_dataset(tmp_path / "ds")  # 9 songs of 9 lengths
+    lengths = PreprocessedDataset(dataset).lengths
+    assert len(set(lengths)) == 9
     common = ["--checkpoint-dir", str(tiny_root_readonly), "--dataset-dir", str(dataset), "--rank", "4",
               "--alpha", "8", "--lr", "0.01", "--warmup-steps", "0", "--gradient-accumulation", "1", "--epochs", "2",
               "--num-workers", "0", "--dropout", "0", "--device", "cpu", "--save-every", "1"]
     ddp_out = tmp_path / "ddp"
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--plain", "-y", "fixed", *common, "--devices", "2",
-                           "--batch-size", "1", "--output-dir", str(ddp_out)], capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, MASTER_PORT="29517"), cwd=tmp_path)
+                           "--batch-size", "2", "--output-dir", str(ddp_out)], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, MASTER_PORT="29563"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 songs x 1 accumulation x 2 processes = effective batch 4; 3 batches per epoch" in proc.stdout
+
+    # per step the processes train disjoint songs that together make one process's batch of 4
+    steps = _trained_samples((tmp_path / "sidestep.log").read_text())
+    single_sampler = BucketBatchSampler(lengths, batch_size=4, seed=42)
+    assert len(steps) == 2 * 3  # ceil(9 songs / (2 processes x 2)) batches per epoch: half of 1 process's 5
+    assert BucketBatchSampler(lengths, batch_size=2, seed=42).batches_per_epoch == 5
+    for epoch in (1, 2):
+        single_sampler.set_epoch(epoch - 1)
+        expected = [[key[0] for key in batch] for batch in single_sampler]
+        trained = []
+        for i in range(3):
+            ranks = steps[(epoch, i)]
+            assert ranks.keys() == {0, 1}
+            assert not set(ranks[0]) & set(ranks[1]), ranks
+            assert ranks[0] + ranks[1] == expected[i]
+            assert all(len(ranks[r]) <= 2 for r in ranks)
+            trained += ranks[0] + ranks[1]
+        assert sorted(trained) == list(range(9))  # every song once an epoch
+
     single = train(Config(checkpoint_dir=str(tiny_root_readonly), dataset_dir=str(dataset),
                           output_dir=str(tmp_path / "single"), rank=4, alpha=8, learning_rate=0.01, warmup_steps=0,
                           gradient_accumulation=1, epochs=2, num_workers=0, dropout=0.0, device="cpu", save_every=1,
-                          batch_size=2), "fixed", quiet=True)
-    assert single.optimizer_steps == 4
+                          batch_size=4), "fixed", quiet=True)
+    assert single.optimizer_steps == 6
     a = load_file(ddp_out / "adapter_model.safetensors")
     b = load_file(tmp_path / "single" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
@@ -40,14 +74,14 @@ def test_two_processes_equal_one_with_doubled_batch(tiny_root_readonly, tmp_path
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=5e-5) for k in a)
     assert max(b[k].abs().max().item() for k in b if "lora_B" in k) > 1e-3  # it trained
     state = torch.load(ddp_out / "checkpoints" / "epoch_1" / "training_state.pt", weights_only=True)
-    assert state["world_size"] == 2 and state["global_step"] == 2
+    assert state["world_size"] == 2 and state["global_step"] == 3
     # resume the 2-process run's epoch-1 checkpoint in one process (the device count changed)
     resumed = train(Config(checkpoint_dir=str(tiny_root_readonly), dataset_dir=str(dataset),
                            output_dir=str(tmp_path / "resumed"), rank=4, alpha=8, learning_rate=0.01, warmup_steps=0,
                            gradient_accumulation=1, epochs=2, num_workers=0, dropout=0.0, device="cpu",
-                           save_every=1, batch_size=2, resume_from=str(ddp_out / "checkpoints" / "epoch_1")),
+                           save_every=1, batch_size=4, resume_from=str(ddp_out / "checkpoints" / "epoch_1")),
                     "fixed", quiet=True)
-    assert resumed.optimizer_steps == 4 and len(resumed.losses) == 2
+    assert resumed.optimizer_steps == 6 and len(resumed.losses) == 3
     c = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert all(torch.allclose(c[k], b[k], rtol=1e-4, atol=5e-5) for k in b)
 

@@ -8,6 +8,7 @@ import torch
 from helpers import write_tensor_dataset
 from sidestep.cli.main import main
 from sidestep.config import Config
+from sidestep.data.batching import BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.errors import SidestepError
 from sidestep.estimate.compare import jaccard, per_layer_counts, spearman
@@ -20,7 +21,7 @@ from sidestep.train.recipe import train
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_tensor_dataset(tmp_path_factory.mktemp("est") / "ds", n=3, frames=(24, 24, 30))
+    return write_tensor_dataset(tmp_path_factory.mktemp("est") / "ds", n=5)  # 24 30 36 27 33 frames
 
 
 def _config(root, dataset, tmp_path, **changes):
@@ -30,27 +31,38 @@ def _config(root, dataset, tmp_path, **changes):
     return Config(**base)
 
 
-def test_scores_equal_an_independent_gradient_computation(tiny_root_readonly, dataset, tmp_path):
-    result = estimate(_config(tiny_root_readonly, dataset, tmp_path))
+@pytest.mark.parametrize("chunk_duration", [0.0, 1.0])
+def test_scores_equal_an_independent_gradient_computation(tiny_root_readonly, dataset, tmp_path, chunk_duration):
+    result = estimate(_config(tiny_root_readonly, dataset, tmp_path, batch_size=2, estimate_batches=4,
+                              chunk_duration=chunk_duration))
     doc = json.loads((tmp_path / "module_config.json").read_text())
     assert len(doc["modules"]) == 32 and doc["top_k"] == result.top_k and len(result.top_k) == 5
     assert [doc["modules"][m]["rank"] for m in result.top_k] == [1, 2, 3, 4, 5]
-    assert doc["dataset"]["num_samples"] == 3 and doc["settings"]["estimate_batches"] == 3
+    assert doc["dataset"]["num_samples"] == 5 and doc["settings"]["estimate_batches"] == 4
 
-    # independently: the same 3 batches (loader order for seed 11), plain autograd, no checkpointing
+    # independently: training's batches (2 distinct songs cropped to one length, 3 per epoch, so the 4th batch is
+    # the next epoch's first), plain autograd on the plain mean, no checkpointing
     dit = load_dit(tiny_root_readonly / "acestep-v15-turbo")
     decoder = dit.transformer
     names = list(doc["modules"])
     weights = [decoder.get_submodule(decoder_path_to_diffusers(n)).weight.requires_grad_(True) for n in names]
-    loader = torch.utils.data.DataLoader(PreprocessedDataset(dataset), batch_size=1, shuffle=True,
-                                         collate_fn=pad_collate, generator=torch.Generator().manual_seed(11))
+    data = PreprocessedDataset(dataset)
+    sampler = BucketBatchSampler(data.lengths, 2, seed=11, chunk=25 if chunk_duration else None)
+    keys = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        keys += list(sampler)
     totals = torch.zeros(len(names), dtype=torch.float64)
-    for b, batch in enumerate(loader):
+    for b, batch_keys in enumerate(keys[:4]):
+        assert len({k[0] for k in batch_keys}) == len(batch_keys) and len({k[2] for k in batch_keys}) == 1
+        batch = pad_collate([data[key[:3]] for key in batch_keys])
+        assert batch["attention_mask"].all()  # no padding
         gens = sample_generators(11, b, batch.pop("index").tolist())
         loss, _ = flow_matching_loss(decoder, batch, Objective("fixed"), gens, dit.null_condition_emb)
         grads = torch.autograd.grad(loss, weights)
         totals += torch.tensor([g.double().square().sum().item() / g.numel() for g in grads])
-    expected = totals / 3
+    assert sorted(len(k) for k in keys[:3]) == [1, 2, 2]
+    expected = totals / 4
     got = torch.tensor([doc["modules"][n]["score"] for n in names], dtype=torch.float64)
     assert torch.allclose(got, expected, rtol=1e-4, atol=0)
     assert (expected > 0).all()

@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _config(root, dataset, out, **changes):
-    # dropout > 0 and accumulation over a partial group exercise the RNG and step bookkeeping
+    # dropout > 0 and accumulation over a partial group exercise the RNG and step bookkeeping; batches of 2
+    # songs of different lengths are cropped at offsets that change from epoch to epoch
     base = dict(checkpoint_dir=str(root), dataset_dir=str(dataset), output_dir=str(out), epochs=4, save_every=1,
                 rank=4, alpha=8, lokr_linear_dim=4, lokr_linear_alpha=8, learning_rate=5e-3, warmup_steps=2,
-                gradient_accumulation=2, batch_size=1, num_workers=0, dropout=0.1)
+                gradient_accumulation=2, batch_size=2, num_workers=0, dropout=0.1)
     base.update(changes)
     return Config(**base)
 
@@ -44,7 +45,8 @@ def _assert_identical(a, b):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    return write_tensor_dataset(tmp_path_factory.mktemp("resume") / "ds", n=3)
+    # 5 songs of 5 lengths (24 30 36 27 33): batches [24 27] [30 33] [36] of 24, 30 and 36 frames
+    return write_tensor_dataset(tmp_path_factory.mktemp("resume") / "ds", n=5)
 
 
 @pytest.mark.parametrize("adapter,extra", [("lora", {}), ("lokr", {"lokr_use_scalar": True})])
@@ -81,7 +83,8 @@ def _run(args, env=None, **kw):
 def _cli(root, dataset, out, *extra):
     return ["fixed", "--checkpoint-dir", str(root), "--dataset-dir", str(dataset), "--output-dir", str(out),
             "--rank", "4", "--alpha", "8", "--lr", "0.005", "--warmup-steps", "2", "--gradient-accumulation", "1",
-            "--num-workers", "0", "--save-every", "100", "--scheduler-type", "constant_with_warmup", *extra]
+            "--num-workers", "0", "--save-every", "100", "--scheduler-type", "constant_with_warmup",
+            "--batch-size", "2", *extra]
 
 
 def test_ctrl_c_saves_prints_resume_command_and_exits_130(tiny_root_readonly, dataset, tmp_path):
@@ -111,7 +114,7 @@ def test_ctrl_c_saves_prints_resume_command_and_exits_130(tiny_root_readonly, da
                      "fixed", quiet=True)
     _assert_identical(_weights(out), _weights(tmp_path / "straight"))
     assert straight.optimizer_steps == state["global_step"] + (int(stop_epochs) - state["epoch"]) * 3 - \
-        state["samples_in_epoch"]
+        state["samples_in_epoch"] // 2
 
 
 def test_sigkill_during_checkpoint_write_keeps_the_previous_one(tiny_root_readonly, dataset, tmp_path):

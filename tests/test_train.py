@@ -42,9 +42,9 @@ def _base_weights(decoder):
 def test_train_end_to_end(tiny_root_readonly, tmp_path, mode, adapter):
     root = tiny_root_readonly
     silence = load_dit(root / "acestep-v15-turbo").silence_latent()
-    dataset = write_tensor_dataset(tmp_path / "ds", n=1, frames=(24,), silence=silence)
+    dataset = write_tensor_dataset(tmp_path / "ds", n=2, silence=silence)  # 24 and 30 frames: one batch of 2
     out = tmp_path / "out"
-    result = train(_config(root, dataset, out, adapter), mode, quiet=True)
+    result = train(_config(root, dataset, out, adapter, batch_size=2), mode, quiet=True)
 
     assert result.optimizer_steps == 12 and len(result.losses) == 12
     assert all(torch.isfinite(torch.tensor(result.losses)))
@@ -64,7 +64,7 @@ def test_train_end_to_end(tiny_root_readonly, tmp_path, mode, adapter):
     assert run["training"]["mode"] == mode and run["config"]["adapter_type"] == adapter
 
     # the saved adapter reloads into a fresh decoder, equals the trained one and fits the batch better
-    batch = pad_collate([PreprocessedDataset(dataset)[0]])
+    batch = pad_collate([PreprocessedDataset(dataset)[0], PreprocessedDataset(dataset)[(1, 3, 24)]])
     before = _eval_loss(fresh.transformer, batch, fresh.null_condition_emb)
     adapter_state = result.adapter.export_tensors()
     reloaded = load_adapter(fresh.transformer, out)
@@ -73,6 +73,26 @@ def test_train_end_to_end(tiny_root_readonly, tmp_path, mode, adapter):
     assert any(v.abs().sum() > 0 for k, v in adapter_state.items() if "lora_B" in k or "w2" in k or "w1" in k)
     after = _eval_loss(fresh.transformer, batch, fresh.null_condition_emb)
     assert after < before
+
+
+def test_batches_of_distinct_songs_and_the_summary_says_so(tiny_root_readonly, tmp_path, capsys):
+    dataset = write_tensor_dataset(tmp_path / "ds")  # 9 songs of 9 lengths
+    lengths = PreprocessedDataset(dataset).lengths
+    assert len(set(lengths)) == 9
+    code = main(["--plain", "-y", "fixed", "--checkpoint-dir", str(tiny_root_readonly), "--dataset-dir", str(dataset),
+                 "--output-dir", str(tmp_path / "out"), "--num-workers", "0", "--batch-size", "4",
+                 "--gradient-accumulation", "1", "--epochs", "2", "--rank", "2", "--alpha", "4", "--save-every",
+                 "100"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # groups by length: 21 24 27 30 | 33 36 39 42 | 45, cropped to 21, 33 and 45 frames
+    share = (4 * 21 + 4 * 33 + 45) / sum(lengths)
+    assert ("Batches: 4 songs x 1 accumulation x 1 process = effective batch 4; 3 batches per epoch; an epoch "
+            f"trains {100 * share:.1f}% of the audio frames (every frame within 2 epochs)") in out
+    assert "2 epochs, 6 optimizer steps" in out  # ceil(9 / 4) = 3 per epoch, not 9 batches of 1
+    summary = " ".join(out.split())
+    assert "effective batch │ 4 (batch 4 x accumulation 1 x 1 processes)" in summary
+    assert f"audio frames per epoch │ {100 * share:.1f}% trained" in summary
 
 
 def test_lora_file_layout_is_ace_steps(tiny_root_readonly, tmp_path):
@@ -147,10 +167,11 @@ def test_windows_forces_zero_workers(monkeypatch):
 
 
 def test_compile_matches_eager(tiny_root_readonly, tmp_path):
-    dataset = write_tensor_dataset(tmp_path / "ds", n=2, frames=(24,))
-    eager = train(_config(tiny_root_readonly, dataset, tmp_path / "eager", "lora", epochs=2), "fixed", quiet=True)
-    compiled = train(_config(tiny_root_readonly, dataset, tmp_path / "compiled", "lora", epochs=2, compile=True),
-                     "fixed", quiet=True)
+    dataset = write_tensor_dataset(tmp_path / "ds", n=2)  # 24 and 30 frames, batched together as 2 x 24
+    eager = train(_config(tiny_root_readonly, dataset, tmp_path / "eager", "lora", epochs=2, batch_size=2), "fixed",
+                  quiet=True)
+    compiled = train(_config(tiny_root_readonly, dataset, tmp_path / "compiled", "lora", epochs=2, batch_size=2,
+                             compile=True), "fixed", quiet=True)
     a, b = eager.adapter.export_tensors(), compiled.adapter.export_tensors()
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-4)

@@ -64,6 +64,12 @@ def print_result(result, config: Config) -> None:
     table.add_row("epochs", str(result.epochs))
     table.add_row("optimizer steps", f"{result.optimizer_steps}" + (f" ({result.skipped_steps} skipped: NaN/inf)"
                                                                    if result.skipped_steps else ""))
+    if result.effective_batch:
+        per_process = config.batch_size * config.gradient_accumulation
+        table.add_row("effective batch", f"{result.effective_batch} (batch {config.batch_size} x accumulation "
+                                         f"{config.gradient_accumulation} x {result.effective_batch // per_process} "
+                                         "processes)")
+        table.add_row("audio frames per epoch", f"{100 * result.frame_share:.1f}% trained")
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("last loss", f"{result.final_loss:.4f}")
     if result.best_val_loss is not None:

@@ -46,7 +46,8 @@ def load_sample_metadata(path: Path) -> dict:
 
 
 class PreprocessedDataset(Dataset):
-    """Samples by index, or by `(index, offset, length)` keys from `BucketBatchSampler` (a crop)."""
+    """Samples by index, or by `(index, offset, length[, weight_num, weight_den])` keys from
+    `BucketBatchSampler` (a crop, and the sample's loss weight weight_num / weight_den)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -65,13 +66,15 @@ class PreprocessedDataset(Dataset):
             self._lengths = [known.get(p.name) or load_sample(p)["target_latents"].shape[0] for p in self.paths]
         return self._lengths
 
-    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, torch.Tensor]:
-        index, offset, length = key if isinstance(key, tuple) else (key, 0, None)
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor]:
+        index, offset, length, *weight = key if isinstance(key, tuple) else (key, 0, None)
         sample = load_sample(self.paths[index])
         if length is not None:
             for name in FRAME_KEYS:
                 sample[name] = sample[name][offset:offset + length]
         sample["index"] = torch.tensor(index)  # seeds this sample's noise (see train/objective.py)
+        if weight:  # integers, so no compute-dtype cast rounds them (see train/objective.py)
+            sample["weight_num"], sample["weight_den"] = torch.tensor(weight[0]), torch.tensor(weight[1])
         return sample
 
 
@@ -79,7 +82,8 @@ def pad_collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
     """Stack a batch; unequal lengths are right-padded with zeros (docs/design.md §5.6, as upstream).
 
     Training batches come from `BucketBatchSampler` and never need the padding."""
-    batch = {"index": torch.stack([item["index"] for item in items])} if "index" in items[0] else {}
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("index", "weight_num", "weight_den")
+             if key in items[0]}
     for key in TENSOR_KEYS:
         tensors = [item[key] for item in items]
         longest = max(t.shape[0] for t in tensors)

@@ -12,16 +12,18 @@ fits wherever training fits.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
 from sidestep import __version__
 from sidestep.config import Config
+from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
@@ -76,13 +78,21 @@ def sensitivity_scores(decoder: torch.nn.Module, modules: list[str], batches: li
     return {name: total / len(batches) for name, total in totals.items()}
 
 
+def estimate_batches(config: Config, dataset: PreprocessedDataset) -> Iterator[dict[str, torch.Tensor]]:
+    """Training's batches (distinct songs of one length, `--chunk-duration` crops), epoch after epoch."""
+    chunk = round(config.chunk_duration * LATENT_RATE) if config.chunk_duration > 0 else None
+    sampler = BucketBatchSampler(dataset.lengths, config.batch_size, config.seed, chunk)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate)
+    for epoch in itertools.count():  # small datasets are cycled
+        sampler.set_epoch(epoch)
+        yield from loader
+
+
 def _batches(config: Config, dataset: PreprocessedDataset, device: torch.device, dtype: torch.dtype
              ) -> list[dict[str, torch.Tensor]]:
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, collate_fn=pad_collate,
-                        generator=torch.Generator().manual_seed(config.seed))
     batches: list[dict[str, torch.Tensor]] = []
-    while len(batches) < config.estimate_batches:  # small datasets are cycled
-        for batch in loader:
+    if config.estimate_batches:
+        for batch in estimate_batches(config, dataset):
             batches.append({k: v.to(device, dtype if v.is_floating_point() else None) for k, v in batch.items()})
             if len(batches) == config.estimate_batches:
                 break
@@ -91,9 +101,9 @@ def _batches(config: Config, dataset: PreprocessedDataset, device: torch.device,
 
 def estimate(config: Config) -> Estimate:
     """Score every candidate module on `config.dataset_dir` and write the module config JSON."""
-    for value, message in ((config.checkpoint_dir, "pass --checkpoint-dir"), (config.dataset_dir, "pass --dataset-dir")):
+    for flag, value in (("--checkpoint-dir", config.checkpoint_dir), ("--dataset-dir", config.dataset_dir)):
         if not value:
-            raise SidestepError(f"estimate: {message}")
+            raise SidestepError(f"estimate: pass {flag}")
     runtime = resolve_runtime(config.device, config.precision)
     torch.manual_seed(config.seed)
     model = discovery.model_to_train(config)
@@ -119,7 +129,8 @@ def estimate(config: Config) -> Estimate:
         "modules": {name: {"score": value, "rank": i + 1} for i, (name, value) in enumerate(scores.items())},
         "top_k": top,
         "settings": {"model_variant": model.entry.name, "estimate_batches": config.estimate_batches,
-                     "batch_size": config.batch_size, "seed": config.seed, "cfg_ratio": config.cfg_ratio,
+                     "batch_size": config.batch_size,
+                     "chunk_duration": config.chunk_duration, "seed": config.seed, "cfg_ratio": config.cfg_ratio,
                      "attention_type": config.attention_type, "target_modules": list(config.target_modules),
                      "precision": runtime.precision, "top_k": config.top_k},
         "dataset": {"path": str(Path(config.dataset_dir).resolve()), "num_samples": len(dataset),

@@ -1,7 +1,10 @@
 """The flow-matching training loss (docs/design.md §4.1 fixed, §4.3 vanilla), one function per step.
 
 x0 = clean latents, x1 = noise, x_t = t*x1 + (1-t)*x0, the decoder predicts v = x1 - x0,
-loss = mean((v_pred - v)^2) over every element (docs/design.md §8 Q8: padding included, as upstream).
+loss = mean((v_pred - v)^2) over every element (docs/design.md §8 Q8: padding included, as upstream). A batch
+from `BucketBatchSampler` carries integer loss weights instead: loss = sum_i num_i * mean_i / den_i
+(mean_i over sample i's elements), which is the plain mean for one process and makes the DDP
+gradient average equal the global batch's mean for several (see data/batching.py).
 
 Randomness is drawn per sample from its own generator, seeded from (run seed, epoch, sample
 index): a sample gets the same dropout, noise and t whatever batch, process count or resume
@@ -87,5 +90,10 @@ def flow_matching_loss(decoder: torch.nn.Module, batch: dict[str, torch.Tensor],
         x_t.requires_grad_(True)
     v_pred = decoder(hidden_states=x_t, timestep=d.t, timestep_r=d.t, encoder_hidden_states=encoder_hidden_states,
                      context_latents=batch["context_latents"]).sample
-    loss = (v_pred.float() - (d.noise - x0).float()).square().mean()
+    error = (v_pred.float() - (d.noise - x0).float()).square()
+    if "weight_num" in batch:
+        per_sample = error.mean(dim=tuple(range(1, error.ndim)))
+        loss = (per_sample * batch["weight_num"].float() / batch["weight_den"].float()).sum()
+    else:
+        loss = error.mean()
     return loss, d.t.detach().float()

@@ -73,6 +73,8 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     skipped_steps: int = 0  # optimizer steps skipped for a NaN/inf loss or gradient
     best_val_loss: float | None = None
+    effective_batch: int = 0  # batch size x gradient accumulation x processes
+    frame_share: float = 1.0  # the share of the dataset's audio frames one epoch trains
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -103,10 +105,13 @@ class Trainer:
                                     Path(config.log_dir) if config.log_dir else self.output_dir / "runs",
                                     self.runtime.device, config.log_every, config.log_heavy_every,
                                     enabled=self.fabric.is_global_zero, show=not quiet)
+        self.monitor.note(self.sampler.describe(config.gradient_accumulation))
         if self.resume is not None:
             self._restore(self.resume)
         self.result = TrainResult(output_dir=self.output_dir, epochs=self.start_epoch,
-                                  optimizer_steps=self.global_step, seconds=0.0, final_loss=float("nan"))
+                                  optimizer_steps=self.global_step, seconds=0.0, final_loss=float("nan"),
+                                  effective_batch=config.batch_size * config.gradient_accumulation *
+                                  self.fabric.world_size, frame_share=self.sampler.frame_share())
         self.lrs: list[float] = []
         self.val_points: list[tuple[int, float]] = []
         self.bad_steps = 0
@@ -211,6 +216,8 @@ class Trainer:
         self.epoch_losses: list[float] = []
         group_loss, bad_group = 0.0, False
         for i, batch in enumerate(self.loader, start=first):
+            log.debug("rank %d epoch %d batch %d trains samples %s", self.fabric.global_rank, epoch + 1, i,
+                      [k for k, w in zip(batch["index"].tolist(), batch["weight_num"].tolist()) if w])  # 0: filler
             group_start = i // accumulation * accumulation
             group_size = min(accumulation, self.batches_per_epoch - group_start)
             is_step = i + 1 == group_start + group_size
