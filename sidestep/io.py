@@ -166,3 +166,22 @@ def recover_dir(path: str | Path) -> None:
     old = path.parent / f".{path.name}.old"
     if not path.exists() and old.is_dir():
         os.replace(old, path)
+
+
+def read_json_object(path: Path, what: str, not_an_object: str, fix: str = "") -> dict:
+    """A small JSON file that must hold an object (a preset, the settings); anything else is one line naming
+    the file. `what` names the file's kind, `not_an_object` says what it should hold, `fix` ends each message."""
+    import json
+
+    suffix = f"; {fix}" if fix else ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SidestepError(f"{path}: {what} file not found{suffix}") from None
+    except json.JSONDecodeError as err:
+        raise SidestepError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}){suffix}") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as err:
+        raise SidestepError(f"{path}: cannot read the {what} ({err}){suffix}") from None
+    if not isinstance(data, dict):
+        raise SidestepError(f"{path}: {not_an_object}{suffix}")
+    return data

@@ -19,7 +19,7 @@ from typing import Any
 
 from sidestep.config import TRAIN, Config
 from sidestep.errors import SidestepError
-from sidestep.io import atomic_write_text
+from sidestep.io import atomic_write_text, read_json_object
 from sidestep.settings import config_dir
 
 # A real folder: wheels install unzipped (a zipped package would need Traversable reads throughout).
@@ -62,16 +62,7 @@ def check_name(name: str) -> str:
 
 def read_preset(path: Path, source: str = "file") -> Preset:
     """Load and validate one preset file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SidestepError(f"{path}: preset file not found") from None
-    except json.JSONDecodeError as err:
-        raise SidestepError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SidestepError(f"{path}: cannot read the preset ({err})") from None
-    if not isinstance(data, dict):
-        raise SidestepError(f"{path}: a preset is a JSON object of option names and values")
+    data = read_json_object(path, "preset", "a preset is a JSON object of option names and values")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise SidestepError(f"{path}: option 'description' must be str, got {description!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidestep.errors import SidestepError
-from sidestep.io import atomic_write_text
+from sidestep.io import atomic_write_text, read_json_object
 
 MODES = ("basic", "advanced")
 
@@ -60,15 +60,7 @@ def load_settings(path: Path | None = None) -> Settings | None:
     path = path or settings_path()
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise SidestepError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}); fix or delete it") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise SidestepError(f"{path}: cannot read it ({err})") from None
-    if not isinstance(data, dict):
-        raise SidestepError(f"{path}: expected a JSON object of settings; fix or delete it")
-    return Settings.from_dict(data, str(path))
+    return Settings.from_dict(read_json_object(path, "settings", "expected a JSON object of settings", "fix or delete it"), str(path))
 
 
 def save_settings(settings: Settings, path: Path | None = None) -> Path:
