@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidestep.model.loader import SILENCE_FILE, WEIGHTS_FILE, CheckpointError
+from sidestep.model.configs import is_xl_config
+from sidestep.model.loader import INDEX_FILE, SILENCE_FILE, WEIGHTS_FILE, CheckpointError, has_weights
 
 OFFICIAL_MODELS: tuple[str, ...] = (
     "acestep-v15-turbo", "acestep-v15-base", "acestep-v15-sft",
@@ -22,8 +24,11 @@ OFFICIAL_MODELS: tuple[str, ...] = (
     "acestep-v15-turbo-fix-inst-shift-continuous", "acestep-v15-turbo-fix-inst-shift-dynamic",
     "acestep-v15-turbo-rl",
 )
-VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft"}
+VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft",
+                   "xl-turbo": "acestep-v15-xl-turbo", "xl-base": "acestep-v15-xl-base",
+                   "xl-sft": "acestep-v15-xl-sft"}
 BASE_VARIANTS = ("turbo", "base", "sft")
+XL_VARIANTS = tuple(f"xl-{v}" for v in BASE_VARIANTS)
 VAE_DIR_NAMES = ("vae",)
 TEXT_ENCODER_DIR_NAMES = ("Qwen3-Embedding-0.6B",)
 # Every variant known to the code samples training t with these (SPEC 1.3).
@@ -42,10 +47,28 @@ class ModelEntry:
     base_variant: str | None  # turbo / base / sft, or None when neither config nor name tells
     timestep_mu: float | None
     timestep_sigma: float | None
+    family: str = "2B"  # "2B" or "XL" (an XL config has the four encoder_* fields; SPEC 10)
+    params: int | None = None  # parameter count from the weight files' headers; None when unreadable
+    weights_bytes: int | None = None
 
     @property
     def label(self) -> str:
         return "official" if self.official else "custom"
+
+    @property
+    def variant_label(self) -> str | None:
+        """turbo / base / sft, prefixed `xl-` for XL models (what --model-variant calls the official ones)."""
+        if self.base_variant is None:
+            return None
+        return f"xl-{self.base_variant}" if self.family == "XL" else self.base_variant
+
+    @property
+    def size(self) -> str:
+        """"XL 4.99B" / "2B 2.39B": the family and the parameter count of its weights (as far as known)."""
+        if self.params is None:
+            return self.family
+        count = f"{self.params / 1e9:.2f}B" if self.params >= 1e8 else f"{self.params / 1e6:.1f}M"
+        return f"{self.family} {count}"
 
 
 @dataclass(frozen=True)
@@ -78,21 +101,78 @@ def _variant_from(name: str, config: dict) -> str | None:
     return None
 
 
+def _safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file (8-byte length + JSON), without reading any tensor."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100_000_000:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def weights_size(folder: Path) -> tuple[int | None, int | None]:
+    """(parameter count, bytes) of an official DiT folder's weights, from the headers alone."""
+    if (folder / WEIGHTS_FILE).is_file():
+        files = [folder / WEIGHTS_FILE]
+    else:
+        index = _read_json(folder / INDEX_FILE) if (folder / INDEX_FILE).is_file() else None
+        weight_map = (index or {}).get("weight_map")
+        if not isinstance(weight_map, dict):
+            return None, None
+        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+    params = size = 0
+    for path in files:
+        header = _safetensors_header(path)
+        if header is None:
+            return None, None
+        for key, info in header.items():
+            if key != "__metadata__" and isinstance(info, dict):
+                params += math.prod(info.get("shape", []))
+                start, end = info.get("data_offsets", (0, 0))
+                size += end - start
+    return params, size
+
+
+def _diffusers_size(folder: Path) -> tuple[int | None, int | None]:
+    params = size = 0
+    for part in ("transformer", "condition_encoder"):
+        files = sorted((folder / part).glob("*.safetensors"))
+        headers = [_safetensors_header(p) for p in files]
+        if not files or None in headers:
+            return None, None
+        for header in headers:
+            for key, info in header.items():
+                if key != "__metadata__" and isinstance(info, dict):
+                    params += math.prod(info.get("shape", []))
+                    size += info.get("data_offsets", (0, 0))[1] - info.get("data_offsets", (0, 0))[0]
+    return params, size
+
+
 def inspect_model_folder(path: Path) -> ModelEntry | None:
     """A ModelEntry when `path` holds a DiT config or an ACE-Step diffusers pipeline, else None."""
     index = _read_json(path / "model_index.json") if (path / "model_index.json").is_file() else None
     if index is not None and index.get("_class_name") == "AceStepPipeline":
         config = _read_json(path / "transformer" / "config.json") or {}
         layout = "diffusers"
+        width = config.get("encoder_hidden_size")
+        family = "XL" if width is not None and width != config.get("hidden_size") else "2B"
+        params, size = _diffusers_size(path)
     else:
         config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
         if config is None or not (config.get("model_type") == "acestep" or "audio_acoustic_hidden_dim" in config):
             return None
         layout = "official"
+        family = "XL" if is_xl_config(config) else "2B"
+        params, size = weights_size(path)
     return ModelEntry(
         name=path.name, path=path, official=path.name in OFFICIAL_MODELS, layout=layout,
         is_turbo=bool(config.get("is_turbo", False)), base_variant=_variant_from(path.name, config),
         timestep_mu=config.get("timestep_mu"), timestep_sigma=config.get("timestep_sigma"),
+        family=family, params=params, weights_bytes=size,
     )
 
 
@@ -122,7 +202,7 @@ def fuzzy_find(models: list[ModelEntry], query: str, limit: int = 5) -> list[Mod
 
 
 def find_model(root: str | Path, variant: str) -> ModelEntry:
-    """Resolve `--model-variant` (turbo/base/sft or any folder name) under `root`."""
+    """Resolve `--model-variant` (turbo/base/sft, xl-turbo/xl-base/xl-sft, or any folder name) under `root`."""
     root = _check_root(Path(root))
     folder_name = VARIANT_ALIASES.get(variant, variant)
     folder = root / folder_name
@@ -142,9 +222,19 @@ def find_model(root: str | Path, variant: str) -> ModelEntry:
 
 
 def resolve_training_model(entry: ModelEntry, base_model: str | None = None) -> TrainingModel:
-    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes."""
+    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes.
+
+    `base_model` is turbo/base/sft; for an XL model xl-turbo/xl-base/xl-sft say the same (the family
+    itself always comes from config.json), and an xl-* base for a 2B model is refused.
+    """
+    if base_model in XL_VARIANTS:
+        if entry.family != "XL":
+            raise CheckpointError(f"--base-model '{base_model}': '{entry.name}' is a 2B model (its config.json has "
+                                  f"no encoder_* fields); choose one of {', '.join(BASE_VARIANTS)}")
+        base_model = base_model[3:]
     if base_model is not None and base_model not in BASE_VARIANTS:
-        raise CheckpointError(f"--base-model '{base_model}': choose one of {', '.join(BASE_VARIANTS)}")
+        choices = BASE_VARIANTS + (XL_VARIANTS if entry.family == "XL" else ())
+        raise CheckpointError(f"--base-model '{base_model}': choose one of {', '.join(choices)}")
     variant = base_model or entry.base_variant
     mu, sigma = entry.timestep_mu, entry.timestep_sigma
     if mu is None or sigma is None:
@@ -207,7 +297,7 @@ def locate_parts(root: str | Path, variant: str, need: tuple[str, ...] = ("vae",
         vae = find_vae(root) if "vae" in need else root / VAE_DIR_NAMES[0]
         text = find_text_encoder(root) if "text_encoder" in need else root / TEXT_ENCODER_DIR_NAMES[0]
         silence = find_silence_latent(root, entry) if "silence" in need else None
-        if entry.layout == "official" and not (entry.path / WEIGHTS_FILE).is_file():
-            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete, "
-                                  "re-download it")
+        if entry.layout == "official" and not has_weights(entry.path):
+            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found (nor {INDEX_FILE} for sharded weights); "
+                                  "the model folder is incomplete, re-download it")
     return CheckpointParts(root=root, model=entry, vae=vae, text_encoder=text, silence_latent=silence)
