@@ -298,6 +298,6 @@ def locate_parts(root: str | Path, variant: str, need: tuple[str, ...] = ("vae",
         text = find_text_encoder(root) if "text_encoder" in need else root / TEXT_ENCODER_DIR_NAMES[0]
         silence = find_silence_latent(root, entry) if "silence" in need else None
         if entry.layout == "official" and not has_weights(entry.path):
-            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found (nor {INDEX_FILE} for sharded weights); "
-                                  "the model folder is incomplete, re-download it")
+            raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete, "
+                                  "re-download it")
     return CheckpointParts(root=root, model=entry, vae=vae, text_encoder=text, silence_latent=silence)

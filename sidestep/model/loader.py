@@ -210,8 +210,8 @@ def weight_files(folder: Path) -> list[tuple[Path, set[str] | None]]:
         return [(folder / WEIGHTS_FILE, None)]
     index_path = folder / INDEX_FILE
     if not index_path.is_file():
-        raise CheckpointError(f"{folder / WEIGHTS_FILE}: not found (nor {INDEX_FILE} for sharded weights); the "
-                              "model folder is incomplete, re-download it")
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: not found; the model folder is incomplete, "
+                              "re-download it")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -313,6 +313,7 @@ def load_dit(
     seen: set[tuple[str, str]] = set()
 
     sources = weight_files(folder)
+    what = sources[0][0].name if len(sources) == 1 and sources[0][1] is None else "its weight shards"
     for weights_path, listed in sources:
         with _open_weights(weights_path) as weights:
             keys = list(weights.keys())
@@ -327,7 +328,7 @@ def load_dit(
                     raise CheckpointError(f"{weights_path}: lacks key '{absent[0]}' that {INDEX_FILE} puts in this "
                                           "file; the shard is incomplete or from another download, re-download it")
             for key in keys:
-                null = _take(weights, weights_path, key, expected, seen, keep, state, device, dtype)
+                null = _take(weights, weights_path, what, key, expected, seen, keep, state, device, dtype)
                 if null is not None:
                     null_condition_emb = null
     weights_path = sources[0][0] if len(sources) == 1 else folder / INDEX_FILE
@@ -336,7 +337,7 @@ def load_dit(
     held = {int(n.split(".")[1]) for m, n in seen if m == "transformer" and n.startswith("layers.")}
     if missing and held and len(held) < config["num_hidden_layers"]:
         raise CheckpointError(f"{folder / 'config.json'}: num_hidden_layers is {config['num_hidden_layers']} but "
-                              f"{weights_path.name} holds {len(held)} decoder layers; config.json and the weights do "
+                              f"{weights_path.name} holds {len(held)} decoder layers; config.json and {what} do "
                               "not belong together, re-download the model folder")
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -375,7 +376,8 @@ def load_dit(
                extra={"null_condition_emb": null_condition_emb}, **loaded)
 
 
-def _take(weights, weights_path: Path, key: str, expected, seen, keep, state, device, dtype) -> torch.Tensor | None:
+def _take(weights, weights_path: Path, what: str, key: str, expected, seen, keep, state, device,
+          dtype) -> torch.Tensor | None:
     """Check one checkpoint key and keep its tensor when its module is wanted; returns the null embedding."""
     try:
         module_name, name = official_to_diffusers(key)
@@ -385,12 +387,12 @@ def _take(weights, weights_path: Path, key: str, expected, seen, keep, state, de
     want = expected[module_name].get(name)
     if want is None:
         raise CheckpointError(f"{weights_path}: unexpected key '{key}' (config.json describes no such "
-                              "parameter); config.json and the weights do not belong together, "
+                              f"parameter); config.json and {what} do not belong together, "
                               "re-download the model folder")
     got = tuple(weights.get_slice(key).get_shape())
     if got != want:
         raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
-                              f"{list(want)}; config.json and the weights do not belong together, "
+                              f"{list(want)}; config.json and {what} do not belong together, "
                               "re-download the model folder")
     seen.add((module_name, name))
     null = None
