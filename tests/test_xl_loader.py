@@ -289,3 +289,19 @@ def test_adapter_without_a_record_is_checked_by_its_shapes(xl_root_readonly, tmp
     with pytest.raises(SidestepError, match=r"trained on an ACE-Step model \(decoder 96 wide, at least 4 layers\) "
                                             r"and cannot load onto ACE-Step 2B \(decoder 64 wide, 4 layers\)"):
         load_adapter(b2_decoder, folder)
+
+
+def test_diffusers_format_xl_keeps_the_timbre_token(xl_root):
+    dit = load_dit(xl_root / XL)
+    pipe = xl_root / "my-xl-diffusers"
+    dit.transformer.save_pretrained(pipe / "transformer")
+    dit.condition_encoder.save_pretrained(pipe / "condition_encoder")
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "AceStepPipeline"}))
+    entry = discovery.find_model(xl_root, "my-xl-diffusers")
+    assert (entry.layout, entry.family) == ("diffusers", "XL") and entry.params is not None
+    loaded = load_model_dit(entry)
+    assert has_timbre_token(loaded.condition_encoder)
+    refs, order = torch.randn(3, 6, 64), torch.tensor([0, 0, 1])
+    with torch.no_grad():
+        assert torch.equal(loaded.condition_encoder.timbre_encoder(refs, order)[0],
+                           dit.condition_encoder.timbre_encoder(refs, order)[0])
