@@ -305,3 +305,32 @@ def test_diffusers_format_xl_keeps_the_timbre_token(xl_root):
     with torch.no_grad():
         assert torch.equal(loaded.condition_encoder.timbre_encoder(refs, order)[0],
                            dit.condition_encoder.timbre_encoder(refs, order)[0])
+
+
+def test_xl_end_to_end_and_the_cli_refuses_its_adapter_on_2b(xl_root_readonly, tmp_path, capsys, monkeypatch):
+    """Preprocess with xl-turbo, train a LoRA on it, generate with it; the 2B model refuses it in one line."""
+    from sidestep.cli.demo import write_songs
+    from sidestep.config import Config
+    from sidestep.data.preprocess import preprocess_dataset
+    from sidestep.train.recipe import train
+
+    monkeypatch.chdir(tmp_path)  # sidestep.log
+    songs = write_songs(tmp_path / "songs")
+    base = Config(checkpoint_dir=str(xl_root_readonly), model_variant="xl-turbo", num_workers=0, seed=0)
+    report = preprocess_dataset(base.replace(audio_dir=str(tmp_path / "songs"), dataset_json=str(songs),
+                                             tensor_output=str(tmp_path / "tensors")))
+    out = tmp_path / "out"
+    result = train(base.replace(dataset_dir=str(report.output_dir), output_dir=str(out), epochs=1, save_every=1,
+                                rank=4, alpha=8, learning_rate=1e-3, warmup_steps=1), "fixed", quiet=True)
+    assert result.optimizer_steps > 0
+    assert json.loads((out / "sidestep_run.json").read_text())["model"]["family"] == "XL"
+    common = ["--plain", "generate", "--checkpoint-dir", str(xl_root_readonly), "--model-variant", "--prompt", "calm",
+              "--duration", "1", "--steps", "2", "--adapter", str(out)]
+    capsys.readouterr()
+    assert main(common[:5] + ["xl-turbo"] + common[5:] + ["--out", str(tmp_path / "xl.wav")]) == 0
+    assert (tmp_path / "xl.wav").is_file()
+    capsys.readouterr()
+    assert main(common[:5] + ["turbo"] + common[5:] + ["--out", str(tmp_path / "2b.wav")]) == 2
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and not (tmp_path / "2b.wav").exists()
+    assert "trained on ACE-Step XL (decoder 96 wide, 4 layers) and cannot load onto ACE-Step 2B" in printed
