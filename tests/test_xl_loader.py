@@ -334,3 +334,16 @@ def test_xl_end_to_end_and_the_cli_refuses_its_adapter_on_2b(xl_root_readonly, t
     printed = capsys.readouterr().out
     assert printed.count("\n") == 1 and not (tmp_path / "2b.wav").exists()
     assert "trained on ACE-Step XL (decoder 96 wide, 4 layers) and cannot load onto ACE-Step 2B" in printed
+
+
+def test_released_xl_decoder_has_256_adapter_modules():
+    """SPEC 10: q/k/v/o of self and cross attention in 32 layers; q_proj is [4096, 2560] (heads x head_dim)."""
+    from sidestep.model.configs import RELEASED_XL_CONFIG
+    from sidestep.model.loader import build_modules
+
+    decoder = build_modules(RELEASED_XL_CONFIG)["transformer"]  # meta: no memory
+    modules = select_target_modules(decoder)
+    assert len(modules) == 256 and modules[-1] == "layers.31.cross_attn.to_out.0"
+    assert decoder.get_submodule("layers.31.self_attn.to_q").weight.shape == (4096, 2560)
+    assert decoder.get_submodule("layers.0.cross_attn.to_k").weight.shape == (1024, 2560)
+    assert decoder.condition_embedder.weight.shape == (2560, 2048)

@@ -114,16 +114,8 @@ def _safetensors_header(path: Path) -> dict | None:
     return header if isinstance(header, dict) else None
 
 
-def weights_size(folder: Path) -> tuple[int | None, int | None]:
-    """(parameter count, bytes) of an official DiT folder's weights, from the headers alone."""
-    if (folder / WEIGHTS_FILE).is_file():
-        files = [folder / WEIGHTS_FILE]
-    else:
-        index = _read_json(folder / INDEX_FILE) if (folder / INDEX_FILE).is_file() else None
-        weight_map = (index or {}).get("weight_map")
-        if not isinstance(weight_map, dict):
-            return None, None
-        files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+def _count(files: list[Path]) -> tuple[int | None, int | None]:
+    """(parameters, bytes) over safetensors files, from their headers; (None, None) if one is unreadable."""
     params = size = 0
     for path in files:
         header = _safetensors_header(path)
@@ -137,19 +129,21 @@ def weights_size(folder: Path) -> tuple[int | None, int | None]:
     return params, size
 
 
+def weights_size(folder: Path) -> tuple[int | None, int | None]:
+    """(parameter count, bytes) of an official DiT folder's weights: one file or the index's shards."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return _count([folder / WEIGHTS_FILE])
+    index = _read_json(folder / INDEX_FILE) if (folder / INDEX_FILE).is_file() else None
+    weight_map = (index or {}).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        return None, None
+    return _count([folder / name for name in sorted(set(map(str, weight_map.values())))])
+
+
 def _diffusers_size(folder: Path) -> tuple[int | None, int | None]:
-    params = size = 0
-    for part in ("transformer", "condition_encoder"):
-        files = sorted((folder / part).glob("*.safetensors"))
-        headers = [_safetensors_header(p) for p in files]
-        if not files or None in headers:
-            return None, None
-        for header in headers:
-            for key, info in header.items():
-                if key != "__metadata__" and isinstance(info, dict):
-                    params += math.prod(info.get("shape", []))
-                    size += info.get("data_offsets", (0, 0))[1] - info.get("data_offsets", (0, 0))[0]
-    return params, size
+    """A diffusers pipeline folder: its transformer and condition encoder."""
+    files = [p for part in ("transformer", "condition_encoder") for p in sorted((folder / part).glob("*.safetensors"))]
+    return _count(files) if files else (None, None)
 
 
 def inspect_model_folder(path: Path) -> ModelEntry | None:
