@@ -37,7 +37,7 @@ def write_random_checkpoint(folder: Path, model: str = "2b") -> None:
     from safetensors.torch import save_file
 
     from sidestep.model.configs import RELEASED_2B_CONFIG, RELEASED_XL_CONFIG
-    from sidestep.model.loader import has_weights, expected_official_shapes
+    from sidestep.model.loader import expected_official_shapes, has_weights
     from sidestep.model.tiny import shard_name, split_into_shards, write_index
 
     if has_weights(folder):
@@ -101,7 +101,8 @@ def measure(method: str, folder: Path) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", choices=("2b", "xl"), default="2b")
-    p.add_argument("--dir", default=None, help="where the random checkpoint is written (default: /tmp/sidestep-<model>/...)")
+    p.add_argument("--dir", default=None,
+                   help="where the random checkpoint is written (default: /tmp/sidestep-<model>/...)")
     p.add_argument("--baseline", action="store_true", help="also measure the naive load (2B only)")
     args = p.parse_args()
     if args.baseline and args.model == "xl":

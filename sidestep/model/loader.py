@@ -71,7 +71,8 @@ def read_dit_config(folder: Path) -> dict[str, Any]:
     if present and len(present) < len(ENCODER_FIELDS):
         absent = [f for f in ENCODER_FIELDS if f not in config]
         raise CheckpointError(f"{path}: has {', '.join(present)} but not {', '.join(absent)}; an XL config carries "
-                              "all four encoder_* fields, config.json is damaged or edited, re-download the model folder")
+                              "all four encoder_* fields, config.json is damaged or edited, re-download the model "
+                              "folder")
     bad = [f for f in present if isinstance(config[f], bool) or not isinstance(config[f], int) or config[f] < 1]
     if bad:
         raise CheckpointError(f"{path}: {bad[0]} must be a positive whole number, got {config[bad[0]]!r}; "
