@@ -37,10 +37,11 @@ class Config:
     # Model and paths
     checkpoint_dir: str | None = opt(None, "Model and paths", "Root checkpoints directory (holds acestep-v15-turbo/, "
                                      "vae/, Qwen3-Embedding-0.6B/)", MODEL_CMDS + ("models", "generate"), basic=True)
-    model_variant: str = opt("turbo", "Model and paths", "Model variant (turbo, base, sft) or any model folder name",
+    model_variant: str = opt("turbo", "Model and paths", "Model variant (turbo, base, sft, xl-turbo, xl-base, xl-sft) or any model folder name",
                              MODEL_CMDS + ("generate",), basic=True)
     base_model: str | None = opt(None, "Model and paths", "Base a fine-tune descends from, when its config.json "
-                                 "cannot tell", MODEL_CMDS, choices=("turbo", "base", "sft"))
+                                 "cannot tell (xl-* only for XL fine-tunes)", MODEL_CMDS,
+                                 choices=("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft"))
     dataset_dir: str | None = opt(None, "Model and paths", "Preprocessed tensor folder (with manifest.json)",
                                   TRAIN + ESTIMATE, basic=True)
 

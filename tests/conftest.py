@@ -22,12 +22,13 @@ KEYS_2B = REFERENCE / "keys-v15-2b.json"
 EXTRA_GOLDEN = ROOT.parent / "shared" / "acestep15" / "golden"
 
 
-def golden_cases() -> list:
-    """One pytest param per golden case folder: every folder of reference/golden/ (id: its name),
-    then every folder of EXTRA_GOLDEN when that exists (id: `shared-<name>`, so a case of the
-    same name runs from both places). Hidden folders are ignored; an incomplete folder fails."""
+def golden_cases(kind: str = "golden") -> list:
+    """One pytest param per golden case folder: every folder of reference/<kind>/ (id: its name),
+    then every folder of ../shared/acestep15/<kind>/ when that exists (id: `shared-<name>`, so a
+    case of the same name runs from both places). `kind`: "golden" (2B) or "golden-xl". Hidden
+    folders are ignored; an incomplete folder fails."""
     cases = []
-    for root, prefix in ((GOLDEN, ""), (EXTRA_GOLDEN, "shared-")):
+    for root, prefix in ((REFERENCE / kind, ""), (EXTRA_GOLDEN.parent / kind, "shared-")):
         if root.is_dir():
             cases += [pytest.param(p, id=prefix + p.name) for p in sorted(root.iterdir())
                       if p.is_dir() and not p.name.startswith(".")]

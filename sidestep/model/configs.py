@@ -37,5 +37,43 @@ TINY_DIT_CONFIG: dict = dict(
 )
 
 
+# The released XL family (docs/design.md §2.4): a 2560-wide, 32-layer decoder (32 query heads x 128, so
+# q_proj is [4096, 2560]) fed by the 2B-width condition encoder. Built on meta it has exactly the
+# key set and shapes of reference/xl/keys-v15-xl.json (829 keys, 4,987,310,726 parameters).
+ENCODER_FIELDS = ("encoder_hidden_size", "encoder_intermediate_size", "encoder_num_attention_heads",
+                  "encoder_num_key_value_heads")
+RELEASED_XL_CONFIG: dict = dict(
+    RELEASED_2B_CONFIG, hidden_size=2560, intermediate_size=9728, num_hidden_layers=32,
+    num_audio_decoder_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+    layer_types=_layer_types(32), encoder_hidden_size=2048, encoder_intermediate_size=6144,
+    encoder_num_attention_heads=16, encoder_num_key_value_heads=8,
+)
+
+# XL-shaped tiny config (as golden-xl/tiny-xl-turbo): decoder 96 wide with 8 heads x 16 (8 x 16 != 96,
+# as XL's 32 x 128 != 2560), condition encoder / tokenizers / null embedding 64 wide.
+TINY_XL_DIT_CONFIG: dict = dict(
+    TINY_DIT_CONFIG, hidden_size=96, intermediate_size=160, num_attention_heads=8, num_key_value_heads=2,
+    head_dim=16, encoder_hidden_size=64, encoder_intermediate_size=96, encoder_num_attention_heads=4,
+    encoder_num_key_value_heads=2,
+)
+
+
+def is_xl_config(config: dict) -> bool:
+    """An official config with the four `encoder_*` fields describes an XL model (docs/design.md §2.4)."""
+    return all(config.get(f) is not None for f in ENCODER_FIELDS)
+
+
+def model_family(config: dict) -> str:
+    """"XL" or "2B": the architecture family of an official config.json."""
+    return "XL" if is_xl_config(config) else "2B"
+
+
+def decoder_family(decoder) -> str:
+    """The family of a loaded diffusers decoder: XL's decoder is wider than its condition encoder."""
+    config = decoder.config
+    width = config.get("encoder_hidden_size")
+    return "XL" if width is not None and width != config.get("hidden_size") else "2B"
+
+
 def load_config_file(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sidestep.model.loader import SILENCE_FILE, WEIGHTS_FILE, CheckpointError
+from sidestep.model.configs import is_xl_config
+from sidestep.model.loader import INDEX_FILE, SILENCE_FILE, WEIGHTS_FILE, CheckpointError, has_weights
 
 OFFICIAL_MODELS: tuple[str, ...] = (
     "acestep-v15-turbo", "acestep-v15-base", "acestep-v15-sft",
@@ -22,8 +24,11 @@ OFFICIAL_MODELS: tuple[str, ...] = (
     "acestep-v15-turbo-fix-inst-shift-continuous", "acestep-v15-turbo-fix-inst-shift-dynamic",
     "acestep-v15-turbo-rl",
 )
-VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft"}
+VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sft": "acestep-v15-sft",
+                   "xl-turbo": "acestep-v15-xl-turbo", "xl-base": "acestep-v15-xl-base",
+                   "xl-sft": "acestep-v15-xl-sft"}
 BASE_VARIANTS = ("turbo", "base", "sft")
+XL_VARIANTS = tuple(f"xl-{v}" for v in BASE_VARIANTS)
 VAE_DIR_NAMES = ("vae",)
 TEXT_ENCODER_DIR_NAMES = ("Qwen3-Embedding-0.6B",)
 # Every variant known to the code samples training t with these (docs/design.md §2.3).
@@ -42,10 +47,28 @@ class ModelEntry:
     base_variant: str | None  # turbo / base / sft, or None when neither config nor name tells
     timestep_mu: float | None
     timestep_sigma: float | None
+    family: str = "2B"  # "2B" or "XL" (an XL config has the four encoder_* fields; docs/design.md §2.4)
+    params: int | None = None  # parameter count from the weight files' headers; None when unreadable
+    weights_bytes: int | None = None
 
     @property
     def label(self) -> str:
         return "official" if self.official else "custom"
+
+    @property
+    def variant_label(self) -> str | None:
+        """turbo / base / sft, prefixed `xl-` for XL models (what --model-variant calls the official ones)."""
+        if self.base_variant is None:
+            return None
+        return f"xl-{self.base_variant}" if self.family == "XL" else self.base_variant
+
+    @property
+    def size(self) -> str:
+        """"XL 4.99B" / "2B 2.39B": the family and the parameter count of its weights (as far as known)."""
+        if self.params is None:
+            return self.family
+        count = f"{self.params / 1e9:.2f}B" if self.params >= 1e8 else f"{self.params / 1e6:.1f}M"
+        return f"{self.family} {count}"
 
 
 @dataclass(frozen=True)
@@ -83,21 +106,72 @@ def _variant_from(name: str, config: dict) -> str | None:
     return None
 
 
+def _safetensors_header(path: Path) -> dict | None:
+    """The JSON header of a safetensors file (8-byte length + JSON), without reading any tensor."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100_000_000:
+                return None
+            header = json.loads(f.read(size))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _count(files: list[Path]) -> tuple[int | None, int | None]:
+    """(parameters, bytes) over safetensors files, from their headers; (None, None) if one is unreadable."""
+    params = size = 0
+    for path in files:
+        header = _safetensors_header(path)
+        if header is None:
+            return None, None
+        for key, info in header.items():
+            if key != "__metadata__" and isinstance(info, dict):
+                params += math.prod(info.get("shape", []))
+                start, end = info.get("data_offsets", (0, 0))
+                size += end - start
+    return params, size
+
+
+def weights_size(folder: Path) -> tuple[int | None, int | None]:
+    """(parameter count, bytes) of an official DiT folder's weights: one file or the index's shards."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return _count([folder / WEIGHTS_FILE])
+    index = _read_json(folder / INDEX_FILE) if (folder / INDEX_FILE).is_file() else None
+    weight_map = (index or {}).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        return None, None
+    return _count([folder / name for name in sorted(set(map(str, weight_map.values())))])
+
+
+def _diffusers_size(folder: Path) -> tuple[int | None, int | None]:
+    """A diffusers pipeline folder: its transformer and condition encoder."""
+    files = [p for part in ("transformer", "condition_encoder") for p in sorted((folder / part).glob("*.safetensors"))]
+    return _count(files) if files else (None, None)
+
+
 def inspect_model_folder(path: Path) -> ModelEntry | None:
     """A ModelEntry when `path` holds a DiT config or an ACE-Step diffusers pipeline, else None."""
     index = _read_json(path / "model_index.json") if (path / "model_index.json").is_file() else None
     if index is not None and index.get("_class_name") == "AceStepPipeline":
         config = _read_json(path / "transformer" / "config.json") or {}
         layout = "diffusers"
+        width = config.get("encoder_hidden_size")
+        family = "XL" if width is not None and width != config.get("hidden_size") else "2B"
+        params, size = _diffusers_size(path)
     else:
         config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
         if config is None or not (config.get("model_type") == "acestep" or "audio_acoustic_hidden_dim" in config):
             return None
         layout = "official"
+        family = "XL" if is_xl_config(config) else "2B"
+        params, size = weights_size(path)
     return ModelEntry(
         name=path.name, path=path, official=path.name in OFFICIAL_MODELS, layout=layout,
         is_turbo=bool(config.get("is_turbo", False)), base_variant=_variant_from(path.name, config),
         timestep_mu=config.get("timestep_mu"), timestep_sigma=config.get("timestep_sigma"),
+        family=family, params=params, weights_bytes=size,
     )
 
 
@@ -127,7 +201,7 @@ def fuzzy_find(models: list[ModelEntry], query: str, limit: int = 5) -> list[Mod
 
 
 def find_model(root: str | Path, variant: str) -> ModelEntry:
-    """Resolve `--model-variant` (turbo/base/sft or any folder name) under `root`."""
+    """Resolve `--model-variant` (turbo/base/sft, xl-turbo/xl-base/xl-sft, or any folder name) under `root`."""
     root = _check_root(Path(root))
     folder_name = VARIANT_ALIASES.get(variant, variant)
     folder = root / folder_name
@@ -148,7 +222,16 @@ def find_model(root: str | Path, variant: str) -> ModelEntry:
 
 def resolve_training_model(entry: ModelEntry, base_model: str | None = None, root: Path | None = None
                            ) -> TrainingModel:
-    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes."""
+    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes.
+
+    `base_model` is turbo/base/sft; for an XL model xl-turbo/xl-base/xl-sft say the same (the family
+    itself always comes from config.json), and an xl-* base for a 2B model is refused.
+    """
+    if base_model in XL_VARIANTS:
+        if entry.family != "XL":
+            raise CheckpointError(f"--base-model '{base_model}': '{entry.name}' is a 2B model (its config.json has "
+                                  f"no encoder_* fields); choose one of {', '.join(BASE_VARIANTS)}")
+        base_model = base_model[3:]
     variant = base_model or entry.base_variant
     mu, sigma = entry.timestep_mu, entry.timestep_sigma
     if mu is None or sigma is None:
@@ -225,7 +308,7 @@ def parts_of(root: Path, entry: ModelEntry, need: tuple[str, ...] = ("vae", "tex
         vae = find_vae(root) if "vae" in need else root / VAE_DIR_NAMES[0]
         text = find_text_encoder(root) if "text_encoder" in need else root / TEXT_ENCODER_DIR_NAMES[0]
         silence = find_silence_latent(root, entry) if "silence" in need else None
-        if entry.layout == "official" and not (entry.path / WEIGHTS_FILE).is_file():
+        if entry.layout == "official" and not has_weights(entry.path):
             raise CheckpointError(f"{entry.path / WEIGHTS_FILE}: not found; the model folder is incomplete, "
                                   "re-download it")
     return CheckpointParts(root=root, model=entry, vae=vae, text_encoder=text, silence_latent=silence)

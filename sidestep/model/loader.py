@@ -7,11 +7,17 @@ a transformers Qwen3 model. What we add is the mapping of the released key names
 
 Modules are built on the meta device and the checkpoint tensors are assigned into them, so
 the 2B model never exists twice in memory. No code from a checkpoint folder is ever run.
+
+Weights come as one `model.safetensors` (2B) or as shards `model-0000X-of-0000N.safetensors`
+listed by `model.safetensors.index.json` (XL); shards are read one after another. XL configs
+(the four `encoder_*` fields) also get the timbre token upstream's XL encoder prepends (docs/design.md §2.4).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sidestep.errors import SidestepError
+from sidestep.model.configs import ENCODER_FIELDS, decoder_family, is_xl_config
 from sidestep.model.keys import NULL_CONDITION_KEY, PREFIX_TO_MODULE, diffusers_to_official, official_to_diffusers
 
 WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
 SILENCE_FILE = "silence_latent.pt"
+SHARD_PATTERN = re.compile(r"model-\d+-of-\d+\.safetensors")
 
 # config.json fields every ACE-Step DiT config carries (docs/design.md §2.2); their absence means the
 # folder is not an ACE-Step 1.5 DiT.
@@ -55,6 +64,16 @@ def read_dit_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not an ACE-Step 1.5 DiT config (missing {', '.join(missing)})")
     bad = [f for f in _REQUIRED_FIELDS if isinstance(config[f], bool) or not isinstance(config[f], int)
            or config[f] < 1]
+    if bad:
+        raise CheckpointError(f"{path}: {bad[0]} must be a positive whole number, got {config[bad[0]]!r}; "
+                              "config.json is damaged, re-download the model folder")
+    present = [f for f in ENCODER_FIELDS if f in config]
+    if present and len(present) < len(ENCODER_FIELDS):
+        absent = [f for f in ENCODER_FIELDS if f not in config]
+        raise CheckpointError(f"{path}: has {', '.join(present)} but not {', '.join(absent)}; an XL config carries "
+                              "all four encoder_* fields, config.json is damaged or edited, re-download the model "
+                              "folder")
+    bad = [f for f in present if isinstance(config[f], bool) or not isinstance(config[f], int) or config[f] < 1]
     if bad:
         raise CheckpointError(f"{path}: {bad[0]} must be a positive whole number, got {config[bad[0]]!r}; "
                               "config.json is damaged, re-download the model folder")
@@ -176,6 +195,46 @@ def _open_weights(path: Path):
                               "re-download it") from None
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether `folder` holds its weights: `model.safetensors` or a shard index."""
+    return (Path(folder) / WEIGHTS_FILE).is_file() or (Path(folder) / INDEX_FILE).is_file()
+
+
+def weight_files(folder: Path) -> list[tuple[Path, set[str] | None]]:
+    """The safetensors files of a DiT folder, each with the keys the index puts in it (None: one file).
+
+    One `model.safetensors` is taken when present (as transformers does); otherwise the shards of
+    `model.safetensors.index.json`, every one of which must exist, and no other shard may lie beside them.
+    """
+    folder = Path(folder)
+    if (folder / WEIGHTS_FILE).is_file():
+        return [(folder / WEIGHTS_FILE, None)]
+    index_path = folder / INDEX_FILE
+    if not index_path.is_file():
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: not found; the model folder is incomplete, "
+                              "re-download it")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{index_path}: not valid JSON ({err}); re-download it") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(v, str) and v and "/" not in v and "\\" not in v for v in weight_map.values()):
+        raise CheckpointError(f"{index_path}: no usable weight_map (key -> shard file name); re-download it")
+    shards: dict[str, set[str]] = {}
+    for key, shard in weight_map.items():
+        shards.setdefault(shard, set()).add(key)
+    for shard in sorted(shards):
+        if not (folder / shard).is_file():
+            raise CheckpointError(f"{folder / shard}: not found, but {INDEX_FILE} puts {len(shards[shard])} keys in "
+                                  "it; the download is incomplete, re-download the missing shard")
+    stray = sorted(p.name for p in folder.iterdir() if SHARD_PATTERN.fullmatch(p.name) and p.name not in shards)
+    if stray:
+        raise CheckpointError(f"{folder / stray[0]}: a weight shard that {INDEX_FILE} does not list; it belongs to "
+                              "another download, remove it or re-download the model folder")
+    return [(folder / shard, keys) for shard, keys in sorted(shards.items())]
+
+
 def load_silence_latent(path: Path) -> torch.Tensor:
     """`silence_latent.pt` ([1, 64, T] channels-first) -> [1, T, 64]."""
     try:
@@ -226,7 +285,7 @@ def load_dit(
     with_transformer: bool = True,
     with_condition_encoder: bool = True,
 ) -> DiT:
-    """Load an official DiT folder (`config.json` + `model.safetensors`) strictly.
+    """Load an official DiT folder (`config.json` + `model.safetensors` or its shards) strictly.
 
     `silence_latent` overrides where `silence_latent.pt` is read from (default: the folder).
     The audio tokenizer/detokenizer (cover mode only) are checked key by key but only kept
@@ -237,7 +296,6 @@ def load_dit(
     """
     folder = Path(folder)
     config = read_dit_config(folder)
-    weights_path = folder / WEIGHTS_FILE
     try:
         modules = build_modules(config)
     except (ValueError, TypeError, IndexError, KeyError, AssertionError, RuntimeError, ZeroDivisionError) as err:
@@ -255,39 +313,32 @@ def load_dit(
     state = {name: {} for name in modules}
     seen: set[tuple[str, str]] = set()
 
-    with _open_weights(weights_path) as weights:
-        for key in weights.keys():
-            try:
-                module_name, name = official_to_diffusers(key)
-            except KeyError:
-                raise CheckpointError(f"{weights_path}: unexpected key '{key}'; this is not an ACE-Step 1.5 "
-                                      "checkpoint") from None
-            want = expected[module_name].get(name)
-            if want is None:
-                raise CheckpointError(f"{weights_path}: unexpected key '{key}' (config.json describes no such "
-                                      "parameter); config.json and model.safetensors do not belong together, "
-                                      "re-download the model folder")
-            got = tuple(weights.get_slice(key).get_shape())
-            if got != want:
-                raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
-                                      f"{list(want)}; config.json and model.safetensors do not belong together, "
-                                      "re-download the model folder")
-            seen.add((module_name, name))
-            if key == NULL_CONDITION_KEY:
-                null_condition_emb = weights.get_tensor(key).to(device=device, dtype=dtype)
-            if module_name in keep:
-                try:
-                    tensor = weights.get_tensor(key)
-                except (SafetensorError, OSError, RuntimeError) as err:
-                    raise CheckpointError(f"{weights_path}: cannot read '{key}' ({err}); the file is truncated "
-                                          "or corrupt, re-download it") from None
-                state[module_name][name] = tensor.to(device=device, dtype=dtype)
+    sources = weight_files(folder)
+    what = sources[0][0].name if len(sources) == 1 and sources[0][1] is None else "its weight shards"
+    for weights_path, listed in sources:
+        with _open_weights(weights_path) as weights:
+            keys = list(weights.keys())
+            if listed is not None:
+                unlisted = sorted(set(keys) - listed)
+                if unlisted:
+                    raise CheckpointError(f"{weights_path}: holds key '{unlisted[0]}' that {INDEX_FILE} does not put "
+                                          "in this file; the shards and the index do not belong together, re-download "
+                                          "the model folder")
+                absent = sorted(listed - set(keys))
+                if absent:
+                    raise CheckpointError(f"{weights_path}: lacks key '{absent[0]}' that {INDEX_FILE} puts in this "
+                                          "file; the shard is incomplete or from another download, re-download it")
+            for key in keys:
+                null = _take(weights, weights_path, what, key, expected, seen, keep, state, device, dtype)
+                if null is not None:
+                    null_condition_emb = null
+    weights_path = sources[0][0] if len(sources) == 1 else folder / INDEX_FILE
 
     missing = [diffusers_to_official(m, n) for m, names in expected.items() for n in names if (m, n) not in seen]
     held = {int(n.split(".")[1]) for m, n in seen if m == "transformer" and n.startswith("layers.")}
     if missing and held and len(held) < config["num_hidden_layers"]:
         raise CheckpointError(f"{folder / 'config.json'}: num_hidden_layers is {config['num_hidden_layers']} but "
-                              f"{WEIGHTS_FILE} holds {len(held)} decoder layers; config.json and {WEIGHTS_FILE} do "
+                              f"{weights_path.name} holds {len(held)} decoder layers; config.json and {what} do "
                               "not belong together, re-download the model folder")
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -316,12 +367,70 @@ def load_dit(
         module.load_state_dict(state[name], strict=True, assign=True)
         if name == "condition_encoder":
             _cap_encoder_layers(module, config)
+            if is_xl_config(config):
+                add_timbre_token(module)
         module.requires_grad_(False).eval()
         loaded[name] = module
     loaded.setdefault("transformer", None)
     loaded.setdefault("condition_encoder", None)
     return DiT(folder=folder, config=config, silence_latent_path=silence_path,
                extra={"null_condition_emb": null_condition_emb}, **loaded)
+
+
+def _take(weights, weights_path: Path, what: str, key: str, expected, seen, keep, state, device,
+          dtype) -> torch.Tensor | None:
+    """Check one checkpoint key and keep its tensor when its module is wanted; returns the null embedding."""
+    try:
+        module_name, name = official_to_diffusers(key)
+    except KeyError:
+        raise CheckpointError(f"{weights_path}: unexpected key '{key}'; this is not an ACE-Step 1.5 "
+                              "checkpoint") from None
+    want = expected[module_name].get(name)
+    if want is None:
+        raise CheckpointError(f"{weights_path}: unexpected key '{key}' (config.json describes no such "
+                              f"parameter); config.json and {what} do not belong together, "
+                              "re-download the model folder")
+    got = tuple(weights.get_slice(key).get_shape())
+    if got != want:
+        raise CheckpointError(f"{weights_path}: key '{key}' has shape {list(got)} but config.json implies "
+                              f"{list(want)}; config.json and {what} do not belong together, "
+                              "re-download the model folder")
+    seen.add((module_name, name))
+    null = None
+    if key == NULL_CONDITION_KEY or module_name in keep:
+        try:
+            tensor = weights.get_tensor(key)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise CheckpointError(f"{weights_path}: cannot read '{key}' ({err}); the file is truncated "
+                                  "or corrupt, re-download it") from None
+        tensor = tensor.to(device=device, dtype=dtype)
+        if key == NULL_CONDITION_KEY:
+            null = tensor.clone() if module_name in keep else tensor
+        if module_name in keep:
+            state[module_name][name] = tensor
+    return null
+
+
+def add_timbre_token(encoder: torch.nn.Module) -> None:
+    """XL only (docs/design.md §2.4): prepend the timbre encoder's learned `special_token` to the embedded references.
+
+    Upstream's XL timbre encoder runs `cat([special_token.expand(N, 1, -1), embed_tokens(x)], 1)`, so
+    the sequence is 1 + Tr long and row 0 (its pooled output) is that token's. diffusers' encoder
+    never prepends it; a forward hook on `embed_tokens` adds it without changing the network. Idempotent.
+    """
+    timbre = encoder.timbre_encoder
+    if getattr(timbre, "_sidestep_timbre_token", None) is not None:
+        return
+
+    def prepend(module, args, output):
+        token = timbre.special_token.to(dtype=output.dtype, device=output.device)
+        return torch.cat([token.expand(output.shape[0], 1, -1), output], dim=1)
+
+    timbre._sidestep_timbre_token = timbre.embed_tokens.register_forward_hook(prepend)
+
+
+def has_timbre_token(encoder: torch.nn.Module) -> bool:
+    return getattr(encoder.timbre_encoder, "_sidestep_timbre_token", None) is not None
 
 
 def _cap_encoder_layers(encoder: torch.nn.Module, config: dict[str, Any]) -> None:
@@ -350,6 +459,8 @@ def load_diffusers_dit(folder: str | Path, device: str | torch.device = "cpu",
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:
             raise CheckpointError(f"{folder / name}: cannot load ({str(err).splitlines()[0]})") from None
         modules[name].to(device).requires_grad_(False).eval()
+    if decoder_family(modules["transformer"]) == "XL":
+        add_timbre_token(modules["condition_encoder"])
     config = dict(modules["transformer"].config)
     config.update(text_hidden_dim=modules["condition_encoder"].config.text_hidden_dim,
                   timbre_hidden_dim=modules["condition_encoder"].config.timbre_hidden_dim)

@@ -242,8 +242,83 @@ def _official_to_decoder_param(name: str) -> str:
     return official_to_diffusers("decoder." + name)[1]
 
 
+MODEL_METADATA_KEY = "sidestep_model"  # safetensors header entry: the model an adapter was trained on
+_LAYER = re.compile(r"(?:^|[._])layers[._](\d+)[._]")
+
+
+def model_signature(decoder: torch.nn.Module) -> dict[str, Any] | None:
+    """What an adapter records about its model: family (2B / XL), decoder width and layer count."""
+    from sidestep.model.configs import decoder_family
+
+    config = getattr(decoder, "config", None)
+    if config is None or config.get("hidden_size") is None:
+        return None
+    return {"family": decoder_family(decoder), "hidden_size": int(config["hidden_size"]),
+            "num_layers": int(config["num_hidden_layers"])}
+
+
+def describe_model(sig: dict[str, Any]) -> str:
+    """"ACE-Step XL (decoder 2560 wide, 32 layers)"; parts an adapter file cannot tell are left out."""
+    family = sig.get("family") or {2048: "2B", 2560: "XL"}.get(sig.get("hidden_size"), "")
+    dims = [f"decoder {sig['hidden_size']} wide"] if sig.get("hidden_size") else []
+    if sig.get("num_layers"):
+        dims.append(f"{sig['num_layers']} layers")
+    elif sig.get("min_layers"):
+        dims.append(f"at least {sig['min_layers']} layers")
+    name = f"ACE-Step {family}" if family else "an ACE-Step model"
+    return f"{name} ({', '.join(dims)})" if dims else name
+
+
+def _recorded_signature(folder, weights_path) -> dict[str, Any] | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights_path), "pt") as f:
+            recorded = (f.metadata() or {}).get(MODEL_METADATA_KEY)
+        if recorded:
+            return json.loads(recorded)
+    except (SafetensorError, OSError, ValueError):
+        return None
+    try:
+        run = json.loads((folder / "sidestep_run.json").read_text(encoding="utf-8"))
+        return run.get("model") if isinstance(run.get("model"), dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _inferred_signature(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """For adapters without a record (other tools): the width a LoRA's q_proj A matrix reads, the layers it names."""
+    sig: dict[str, Any] = {}
+    layers = [int(m.group(1)) for k in tensors if (m := _LAYER.search(k))]
+    if layers:
+        sig["min_layers"] = max(layers) + 1
+    for key, value in tensors.items():
+        if key.endswith("self_attn.q_proj.lora_A.weight") and value.ndim == 2:
+            sig["hidden_size"] = int(value.shape[1])
+            break
+    return sig
+
+
+def check_adapter_model(decoder: torch.nn.Module, folder, weights_path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse an adapter trained on another model family or size, naming both (XL vs 2B)."""
+    model = model_signature(decoder)
+    if model is None:
+        return
+    adapter = _recorded_signature(folder, weights_path) or _inferred_signature(tensors)
+    wrong = (adapter.get("family") not in (None, model["family"])
+             or adapter.get("hidden_size") not in (None, model["hidden_size"])
+             or adapter.get("num_layers") not in (None, model["num_layers"])
+             or adapter.get("min_layers", 0) > model["num_layers"])
+    if wrong:
+        raise SidestepError(f"{folder}: this adapter was trained on {describe_model(adapter)} and cannot load onto "
+                            f"{describe_model(model)}; pick the model it was trained on with --model-variant")
+
+
 def load_adapter(decoder: torch.nn.Module, folder):
-    """Inject an adapter saved by Side-Step (ACE-Step layout) into a diffusers decoder."""
+    """Inject an adapter saved by Side-Step (ACE-Step layout) into a diffusers decoder.
+
+    An adapter trained on another family or size (XL vs 2B) is refused with a one-line error.
+    """
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -252,6 +327,7 @@ def load_adapter(decoder: torch.nn.Module, folder):
     if (folder / "adapter_config.json").is_file():
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
         tensors = load_file(folder / "adapter_model.safetensors")
+        check_adapter_model(decoder, folder, folder / "adapter_model.safetensors", tensors)
         prefix = "base_model.model."
         state = {_official_to_decoder_param(k[len(prefix):]): v for k, v in tensors.items()}
         modules = sorted({k.rsplit(".lora_", 1)[0] for k in state if ".lora_" in k})
@@ -265,6 +341,7 @@ def load_adapter(decoder: torch.nn.Module, folder):
         with safe_open(str(path), "pt") as f:
             config = json.loads(f.metadata()["lokr_config"])
         tensors = load_file(path)
+        check_adapter_model(decoder, folder, path, tensors)
         wanted = {k.split(".", 1)[0] for k in tensors}
         modules = [m for m in candidate_modules(decoder)
                    if f"lycoris_{decoder_path_to_official(m).replace('.', '_')}" in wanted]

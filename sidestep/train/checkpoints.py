@@ -29,15 +29,23 @@ CHECKPOINTS = "checkpoints"
 
 
 def adapter_files(adapter, run_info: dict[str, Any]) -> dict[str, bytes | tuple[dict, dict]]:
-    """file name -> JSON text, or (tensors, header metadata) for safetensors."""
-    files: dict[str, Any] = {RUN_FILE: json.dumps(run_info, indent=2)}
+    """file name -> JSON text, or (tensors, header metadata) for safetensors.
+
+    The model the adapter belongs to (family 2B/XL, decoder width, layers) goes into the weights'
+    header (`sidestep_model`) and the run file (`model`), so it is never loaded onto the other family.
+    """
+    from sidestep.train.adapters import MODEL_METADATA_KEY, model_signature
+
+    model = model_signature(adapter.decoder)
+    files: dict[str, Any] = {RUN_FILE: json.dumps(dict(run_info, model=model) if model else run_info, indent=2)}
+    recorded = {MODEL_METADATA_KEY: json.dumps(model)} if model else {}
     if adapter.kind == "lora":
-        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(adapter.diffusers_metadata())}
+        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(adapter.diffusers_metadata()), **recorded}
         files[LORA_WEIGHTS] = (adapter.export_tensors(), metadata)
         files[LORA_CONFIG] = json.dumps(adapter.export_config(), indent=2)
     else:
         config = adapter.export_config()
-        metadata = {"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps(config)}
+        metadata = {"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps(config), **recorded}
         files[LOKR_WEIGHTS] = (adapter.export_tensors(), metadata)
         files[LOKR_CONFIG] = json.dumps(dict(config, algo="lokr", format="lycoris"), indent=2)
     return files

@@ -147,7 +147,8 @@ def _models(root: str):
 
 
 def variant_name(entry) -> str:
-    """turbo / base / sft for the official folders (as the CLI default spells it), else the folder name."""
+    """turbo / base / sft / xl-turbo / xl-base / xl-sft for the official folders (as --model-variant spells
+    them), else the folder name."""
     from sidestep.model.discovery import VARIANT_ALIASES
 
     return next((alias for alias, name in VARIANT_ALIASES.items() if name == entry.name), entry.name)
@@ -170,7 +171,7 @@ def needs_base_model(answers: dict) -> bool:
 
 
 def _model_lines(prompter: Prompter, models) -> None:
-    prompter.rows([(f"{i}.", m.name, m.label, f"base: {m.base_variant or '?'}") for i, m in enumerate(models, 1)])
+    prompter.rows([(f"{i}.", m.name, m.label, f"base: {m.variant_label or '?'}") for i, m in enumerate(models, 1)])
 
 
 def pick_model(prompter: Prompter, q: Question, default: Any, answers: dict) -> str:
@@ -192,7 +193,7 @@ def pick_model(prompter: Prompter, q: Question, default: Any, answers: dict) -> 
         pick = _match_model(models, names, answer, current, fuzzy_find)
         if isinstance(pick, str):
             entry = models[names.index(pick)]
-            prompter.say(f"    -> {entry.name} ({entry.label}, base: {entry.base_variant or 'unknown'})", "green")
+            prompter.say(f"    -> {entry.name} ({entry.label}, base: {entry.variant_label or 'unknown'})", "green")
             return pick
         if pick:
             prompter.say("    Several match; type its number:", "yellow")
