@@ -153,9 +153,8 @@ print(",".join(p.name for p in found if p.source == "built-in"), errors, "torch"
 def test_an_installed_wheel_lists_the_seven_builtins(tmp_path):
     """`uv build` a wheel and install it alone (no dependencies: the store needs only the standard library)
     into a fresh venv; run from elsewhere, it lists the seven built-ins from its own package data."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not on PATH")
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` names itself in $UV
+    assert uv, "uv not found: run the tests with `uv run pytest` (README)"
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "UV_PROJECT_ENVIRONMENT")}
 
