@@ -42,7 +42,7 @@ def test_two_processes_split_the_songs_and_equal_one_with_doubled_batch(tiny_roo
                            "--batch-size", "2", "--output-dir", str(ddp_out)], capture_output=True, text=True,
                           timeout=600, env=dict(os.environ, MASTER_PORT="29563"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 songs x 1 accumulation x 2 processes = effective batch 4; 3 batches per epoch" in proc.stdout
+    assert "2 songs x accumulation 1 x 2 processes = effective batch 4; 3 batches per epoch" in proc.stdout
 
     # per step the processes train disjoint songs that together make one process's batch of 4
     steps = _trained_samples((tmp_path / "sidestep.log").read_text())

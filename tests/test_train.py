@@ -87,7 +87,7 @@ def test_batches_of_distinct_songs_and_the_summary_says_so(tiny_root_readonly, t
     assert code == 0, out
     # groups by length: 21 24 27 30 | 33 36 39 42 | 45, cropped to 21, 33 and 45 frames
     share = (4 * 21 + 4 * 33 + 45) / sum(lengths)
-    assert ("Batches: 4 songs x 1 accumulation x 1 process = effective batch 4; 3 batches per epoch; an epoch "
+    assert ("Batches: 4 songs x accumulation 1 x 1 process = effective batch 4; 3 batches per epoch; an epoch "
             f"trains {100 * share:.1f}% of the audio frames (every frame within 2 epochs)") in out
     assert "2 epochs, 6 optimizer steps" in out  # ceil(9 / 4) = 3 per epoch, not 9 batches of 1
     summary = " ".join(out.split())

@@ -140,7 +140,13 @@ class BucketBatchSampler(Sampler):
     def describe(self, accumulation: int) -> str:
         """The start-of-training line: what one batch and one epoch hold."""
         effective = self.batch_size * accumulation * self.world_size
-        return (f"Batches: {self.batch_size} songs x {accumulation} accumulation x {self.world_size} process"
-                f"{'es' if self.world_size > 1 else ''} = effective batch {effective}; {self.batches_per_epoch} "
-                f"batches per epoch; an epoch trains {100 * self.frame_share():.1f}% of the audio frames "
-                f"(every frame within {self.coverage_epochs()} epochs)")
+        epochs = self.coverage_epochs()
+        return (f"Batches: {_count(self.batch_size, 'song')} x accumulation {accumulation} x "
+                f"{_count(self.world_size, 'process', 'processes')} = effective batch {effective}; "
+                f"{_count(self.batches_per_epoch, 'batch', 'batches')} per epoch; an epoch trains "
+                f"{100 * self.frame_share():.1f}% of the audio frames (every frame within "
+                f"{_count(epochs, 'epoch')})")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
