@@ -40,8 +40,8 @@ class Config:
     model_variant: str = opt("turbo", "Model and paths", "Model variant (turbo, base, sft, xl-turbo, xl-base, xl-sft) or any model folder name",
                              MODEL_CMDS + ("generate",), basic=True)
     base_model: str | None = opt(None, "Model and paths", "Base a fine-tune descends from, when its config.json "
-                                 "cannot tell (xl-* only for XL fine-tunes)", MODEL_CMDS,
-                                 choices=("turbo", "base", "sft", "xl-turbo", "xl-base", "xl-sft"))
+                                 "cannot tell (2B or XL: the size comes from config.json)", MODEL_CMDS,
+                                 choices=("turbo", "base", "sft"))
     dataset_dir: str | None = opt(None, "Model and paths", "Preprocessed tensor folder (with manifest.json)",
                                   TRAIN + ESTIMATE, basic=True)
 

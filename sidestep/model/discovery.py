@@ -28,7 +28,6 @@ VARIANT_ALIASES = {"turbo": "acestep-v15-turbo", "base": "acestep-v15-base", "sf
                    "xl-turbo": "acestep-v15-xl-turbo", "xl-base": "acestep-v15-xl-base",
                    "xl-sft": "acestep-v15-xl-sft"}
 BASE_VARIANTS = ("turbo", "base", "sft")
-XL_VARIANTS = tuple(f"xl-{v}" for v in BASE_VARIANTS)
 VAE_DIR_NAMES = ("vae",)
 TEXT_ENCODER_DIR_NAMES = ("Qwen3-Embedding-0.6B",)
 # Every variant known to the code samples training t with these (docs/design.md §2.3).
@@ -222,16 +221,8 @@ def find_model(root: str | Path, variant: str) -> ModelEntry:
 
 def resolve_training_model(entry: ModelEntry, base_model: str | None = None, root: Path | None = None
                            ) -> TrainingModel:
-    """Fill in base variant and timestep parameters; `base_model` overrides for fine-tunes.
-
-    `base_model` is turbo/base/sft; for an XL model xl-turbo/xl-base/xl-sft say the same (the family
-    itself always comes from config.json), and an xl-* base for a 2B model is refused.
-    """
-    if base_model in XL_VARIANTS:
-        if entry.family != "XL":
-            raise CheckpointError(f"--base-model '{base_model}': '{entry.name}' is a 2B model (its config.json has "
-                                  f"no encoder_* fields); choose one of {', '.join(BASE_VARIANTS)}")
-        base_model = base_model[3:]
+    """Fill in base variant and timestep parameters; `base_model` (turbo/base/sft) overrides for fine-tunes.
+    The family (2B or XL) always comes from config.json."""
     variant = base_model or entry.base_variant
     mu, sigma = entry.timestep_mu, entry.timestep_sigma
     if mu is None or sigma is None:
