@@ -101,6 +101,12 @@ class Config:
                               choices=("cosine", "cosine_restarts", "linear", "constant", "constant_with_warmup"))
     gradient_checkpointing: bool = opt(True, "Training", "Recompute activations in backward to save memory",
                                        TRAIN + ESTIMATE)
+    gradient_checkpointing_ratio: float = opt(1.0, "Training", "Share of the decoder blocks (the first ones) that "
+                                              "recompute their activations: 1 = all, 0 = none; less saves time, "
+                                              "costs memory", TRAIN + ESTIMATE, bounds="[0,1]")
+    checkpointing_policy: str = opt("full", "Training", "What a checkpointed block keeps: full (only its input) "
+                                    "or selective (also its matmul and attention outputs; recomputes only the "
+                                    "elementwise work)", TRAIN + ESTIMATE, choices=("full", "selective"))
     quantize_base: str = opt("none", "Training", "Keep the frozen decoder linears in 4-bit (nf4, bitsandbytes, "
                              "CUDA only; LoRA trains in bf16)", choices=("none", "nf4"))
     compile: bool = opt(False, "Training", "torch.compile the decoder blocks (CUDA graphs when --chunk-duration "

@@ -30,6 +30,7 @@ from sidestep.io import atomic_write_text
 from sidestep.model import discovery
 from sidestep.model.keys import decoder_path_to_official
 from sidestep.model.attention import use_fast_attention
+from sidestep.model.checkpointing import enable_checkpointing
 from sidestep.model.loader import load_model_dit
 from sidestep.train.adapters import select_target_modules
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
@@ -45,8 +46,9 @@ class Estimate:
 
 def sensitivity_scores(decoder: torch.nn.Module, modules: list[str], batches: list[dict[str, torch.Tensor]],
                        objective: Objective, null_condition_emb: torch.Tensor, seed: int,
-                       checkpointing: bool = True) -> dict[str, float]:
-    """Mean squared gradient norm per weight element of each module in `modules` (diffusers names)."""
+                       checkpointing: tuple[float, str] | None = (1.0, "full")) -> dict[str, float]:
+    """Mean squared gradient norm per weight element of each module in `modules` (diffusers names).
+    `checkpointing`: (ratio, policy) as training's, or None for none."""
     decoder.requires_grad_(False)
     weights = {name: decoder.get_submodule(name).weight for name in modules}
     totals = {name: 0.0 for name in modules}
@@ -60,14 +62,14 @@ def sensitivity_scores(decoder: torch.nn.Module, modules: list[str], batches: li
 
         hooks.append(weight.register_post_accumulate_grad_hook(reduce_and_free))
     if checkpointing:
-        decoder.enable_gradient_checkpointing()
+        enable_checkpointing(decoder, *checkpointing)
     decoder.train()
     try:
         for b, batch in enumerate(batches):
             generators = sample_generators(seed, b, batch["index"].tolist(), batch["target_latents"].device)
             inputs = {k: v for k, v in batch.items() if k != "index"}
             loss, _ = flow_matching_loss(decoder, inputs, objective, generators, null_condition_emb,
-                                         input_requires_grad=checkpointing)
+                                         input_requires_grad=checkpointing is not None)
             loss.backward()
     finally:
         for hook in hooks:
@@ -119,7 +121,9 @@ def estimate(config: Config) -> Estimate:
     objective = Objective("fixed", model.timestep_mu, model.timestep_sigma, config.cfg_ratio)
     with torch.autocast(runtime.device.type, dtype=runtime.compute_dtype, enabled=runtime.precision != "fp32"):
         raw = sensitivity_scores(decoder, modules, _batches(config, dataset, runtime.device, runtime.compute_dtype),
-                                 objective, null_emb, config.seed, config.gradient_checkpointing)
+                                 objective, null_emb, config.seed,
+                                 (config.gradient_checkpointing_ratio, config.checkpointing_policy)
+                                 if config.gradient_checkpointing else None)
     ranked = sorted(raw.items(), key=lambda kv: (-kv[1], kv[0]))
     scores = {decoder_path_to_official(name): value for name, value in ranked}
     top = list(scores)[: config.top_k]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import torch
 
@@ -17,16 +16,16 @@ def compile_blocks(decoder: torch.nn.Module, device: torch.device, static_shapes
     traces it as one region); compiling only the block inside an eager checkpoint makes the
     recomputation disagree with the forward. On CUDA with static shapes (fixed-length crops)
     the blocks also get CUDA graphs."""
-    from torch.utils.checkpoint import checkpoint
+    from sidestep.model.checkpointing import checkpointed, checkpointing_plan
 
     mode = "reduce-overhead" if device.type == "cuda" and static_shapes else "default"
-    checkpointing = decoder.gradient_checkpointing
+    count, policy = checkpointing_plan(decoder)
     decoder.gradient_checkpointing = False  # the compiled forward checkpoints itself
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(decoder.layers))
-    for layer in decoder.layers:
+    for i, layer in enumerate(decoder.layers):
         forward = layer.forward
-        if checkpointing:
-            forward = functools.partial(checkpoint, forward, use_reentrant=False)
+        if i < count:
+            forward = checkpointed(forward, policy)
         layer.forward = torch.compile(forward, mode=mode, dynamic=False if static_shapes else None)
 
 

@@ -57,6 +57,7 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     """Peak memory of `train(config)` on `device` for batches of `frames` latent frames."""
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.loader import build_modules
+    from sidestep.model.checkpointing import checkpointed_blocks
     from sidestep.train.adapters import build_adapter
     from sidestep.runtime import TORCH_DTYPE
 
@@ -96,11 +97,11 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
                 attention_mask=None, encoder_hidden_states=torch.empty(B, cond_tokens, D, device="meta", dtype=dtype))
     per_block, block_io = _saved_bytes(block, args)
     layers = model_config["num_hidden_layers"]
-    if config.gradient_checkpointing:
-        # every block keeps its input; one block at a time is recomputed with its full activations
-        f.parts["activations"] = layers * block_io + per_block
-    else:
-        f.parts["activations"] = layers * per_block
+    count = checkpointed_blocks(layers, config.gradient_checkpointing_ratio) if config.gradient_checkpointing else 0
+    # A checkpointed block keeps its input (selective: also its matmul outputs, counted here as the whole
+    # block: an upper bound); the others keep everything; one block at a time is recomputed in full.
+    kept = block_io if config.checkpointing_policy == "full" else per_block
+    f.parts["activations"] = count * kept + (layers - count) * per_block + (per_block if count else 0)
     # backward of one block: gradients of its intermediates, of the running activation, and the
     # loss's fp32 tensors (prediction, noise, target)
     f.parts["backward transient"] = per_block + 2 * block_io + 6 * B * frames * 64 * 4

@@ -34,6 +34,7 @@ from sidestep.errors import SidestepError
 from sidestep.io import write_error
 from sidestep.model import discovery
 from sidestep.model.attention import use_fast_attention
+from sidestep.model.checkpointing import enable_checkpointing
 from sidestep.model.loader import load_model_dit
 from sidestep.runtime import make_fabric, resolve_runtime
 from sidestep.train import checkpoints
@@ -131,7 +132,7 @@ class Trainer:
         quantize_base(decoder, config.quantize_base, device, config.adapter_type)
         self.adapter = build_adapter(config, decoder, only=only_modules)
         if config.gradient_checkpointing:
-            decoder.enable_gradient_checkpointing()
+            enable_checkpointing(decoder, config.gradient_checkpointing_ratio, config.checkpointing_policy)
         if config.compile:
             compile_blocks(decoder, device, static_shapes=config.chunk_duration > 0)
         decoder.train()

@@ -1,0 +1,75 @@
+"""Activation checkpointing of the decoder: how many blocks recompute in backward, and what they keep.
+
+`--gradient-checkpointing-ratio R` checkpoints the first round(R x blocks) decoder blocks (1 = all,
+today's default; 0 = none): each block spared keeps its activations, trading memory for the time
+of one recomputed forward. `--checkpointing-policy selective` keeps the matmul and attention
+outputs of the checkpointed blocks (torch's selective activation checkpointing) and recomputes
+only the elementwise work between them (norms, activations, residual adds, modulation), which
+is cheap to redo but whose outputs are as large as the matmuls'.
+
+The plan is hooked into diffusers' own mechanism (`enable_gradient_checkpointing` with a custom
+function), so the decoder's forward is untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+
+POLICIES = ("full", "selective")
+
+
+def checkpointed_blocks(num_blocks: int, ratio: float) -> int:
+    """How many of the first blocks are checkpointed for a ratio (half rounds up)."""
+    return min(num_blocks, int(ratio * num_blocks + 0.5))
+
+
+def _keep_matmuls():
+    """Selective checkpointing's policy: save what the matmuls and attention produce, recompute the rest."""
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    keep = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
+            aten._scaled_dot_product_efficient_attention.default,
+            aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_flash_attention_for_cpu.default}
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return create_selective_checkpoint_contexts(policy)
+
+
+def checkpointed(forward: Callable, policy: str) -> Callable:
+    """`forward` run under a (non-reentrant) checkpoint with the given policy."""
+    from torch.utils.checkpoint import checkpoint
+
+    kwargs = {"context_fn": _keep_matmuls} if policy == "selective" else {}
+    return functools.partial(checkpoint, forward, use_reentrant=False, **kwargs)
+
+
+def enable_checkpointing(decoder: torch.nn.Module, ratio: float = 1.0, policy: str = "full") -> int:
+    """Checkpoint the first round(ratio x blocks) decoder blocks; returns how many."""
+    count = checkpointed_blocks(len(decoder.layers), ratio)
+    decoder._sidestep_checkpointing = (count, policy)
+    if count == 0:
+        decoder.disable_gradient_checkpointing()
+        return 0
+    chosen = {id(layer) for layer in decoder.layers[:count]}
+
+    def run_block(block, *args):
+        if id(block) not in chosen:
+            return block(*args)
+        return checkpointed(block.__call__, policy)(*args)
+
+    decoder.enable_gradient_checkpointing(run_block)
+    return count
+
+
+def checkpointing_plan(decoder: torch.nn.Module) -> tuple[int, str]:
+    """(checkpointed blocks, policy) as `enable_checkpointing` set them; (0, "full") when it never ran."""
+    if not getattr(decoder, "gradient_checkpointing", False):
+        return 0, "full"
+    return getattr(decoder, "_sidestep_checkpointing", (len(decoder.layers), "full"))
