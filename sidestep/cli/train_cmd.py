@@ -88,20 +88,48 @@ def print_result(result, config: Config) -> None:
                   "<checkpoint folder>", highlight=False)
 
 
-def print_forecast(config: Config, only_modules: list[str] | None = None) -> None:
-    """`--dry-run`: the predicted peak memory, from config.json and the dataset's lengths only."""
+def _forecast_inputs(config: Config):
+    """(model config.json, the longest batch's frames, runtime): all a forecast needs, no weights loaded."""
     from sidestep.data.dataset import PreprocessedDataset
     from sidestep.model import discovery
     from sidestep.model.loader import read_dit_config
-    from sidestep.train.forecast import forecast
     from sidestep.runtime import resolve_runtime
 
     if not config.checkpoint_dir:
-        raise SidestepError("--dry-run: pass --checkpoint-dir")
+        raise SidestepError("--dry-run / --fit-memory: pass --checkpoint-dir")
     entry = discovery.model_to_train(config).entry
     model_config = read_dit_config(entry.path if entry.layout == "official" else entry.path / "transformer")
     frames = max(PreprocessedDataset(config.dataset_dir).lengths, default=750) if config.dataset_dir else 750
-    runtime = resolve_runtime(config.device, config.precision)
+    return model_config, frames, resolve_runtime(config.device, config.precision)
+
+
+def fit_memory(config: Config, show_table: bool = False) -> Config:
+    """`--fit-memory GIB`: the fastest forecast setting within the budget, printed (with --dry-run, the table)."""
+    from sidestep.train import fit
+
+    model_config, frames, runtime = _forecast_inputs(config)
+    options = fit.candidates(config, model_config, runtime.device, runtime.precision, frames)
+    choice = fit.choose(options, config.fit_memory)
+    console = get_console()
+    if show_table:
+        table = Table(title=f"Settings forecast for --fit-memory {config.fit_memory:g} GiB on {runtime.device}, "
+                            f"{frames} frames (fastest first)")
+        for column in ("batch", "checkpointed", "base", "GiB", "speed", ""):
+            table.add_column(column, justify="right" if column in ("GiB", "speed") else "left")
+        for c in options:
+            mark = "chosen" if c == choice else ("fits" if c.fits(config.fit_memory) else "too big")
+            table.add_row(str(c.batch_size), f"{c.ratio:.0%}", c.quantize, f"{c.gib:.2f}", f"{c.speed:.3f}", mark)
+        console.print(table)
+    console.print(f"--fit-memory {config.fit_memory:g} GiB: batch {choice.batch_size}, {choice.ratio:.0%} of the "
+                  f"blocks checkpointed, base {choice.quantize}; forecast {choice.gib:.2f} GiB", highlight=False)
+    return fit.apply(config, choice)
+
+
+def print_forecast(config: Config, only_modules: list[str] | None = None) -> None:
+    """`--dry-run`: the predicted peak memory, from config.json and the dataset's lengths only."""
+    from sidestep.train.forecast import forecast
+
+    model_config, frames, runtime = _forecast_inputs(config)
     result = forecast(config, model_config, runtime.device, runtime.precision, frames, only_modules=only_modules)
     table = Table(title=f"Predicted peak memory on {runtime.device} ({runtime.precision}), "
                         f"batch {config.batch_size} x {result.notes['frames']} frames")
@@ -116,6 +144,8 @@ def run_training(mode: str):
     def run(config: Config, args: argparse.Namespace) -> int:
         from sidestep.train.recipe import train
 
+        if config.fit_memory > 0:
+            config = fit_memory(config, show_table=config.dry_run)
         if config.dry_run:
             print_forecast(config)
             return 0
