@@ -126,3 +126,62 @@ def test_without_a_record_the_tensor_width_is_compared(xl_root_readonly, xl_tens
     check_made_for(read_manifest(write_tensor_dataset(tmp_path / "old", n=2, hidden=64)), xl)
     check_made_for(read_manifest(_copy(xl_tensors, tmp_path / "bare", family=None, encoder_width=None)), xl)
 
+
+# -- 7. previews and generate use the model's own inference defaults -----------------------------------------------
+
+def test_xl_inference_defaults_come_from_the_model_not_its_name(xl_root_readonly, tmp_path):
+    from sidestep.generate import BASE_SETTINGS, TURBO_SETTINGS, sampler_settings
+    from sidestep.model.tiny import write_dit_folder
+    from sidestep.train.previews import PreviewSampler
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(xl_root_readonly, root)
+    # names that say the opposite of what their config.json says
+    write_dit_folder(root / "xl-sft-turbo-lookalike", dict(TINY_XL_DIT_CONFIG, is_turbo=True, model_version="turbo"),
+                     shards=2)
+    write_dit_folder(root / "my-xl-turbo-tune", dict(TINY_XL_DIT_CONFIG, is_turbo=False, model_version="sft"),
+                     shards=2)
+    cases = {"xl-turbo": TURBO_SETTINGS, "xl-sft": BASE_SETTINGS, "xl-sft-turbo-lookalike": TURBO_SETTINGS,
+             "my-xl-turbo-tune": BASE_SETTINGS}
+    assert (TURBO_SETTINGS.steps, TURBO_SETTINGS.shift, TURBO_SETTINGS.guidance) == (8, 3.0, 1.0)
+    assert (BASE_SETTINGS.steps, BASE_SETTINGS.shift, BASE_SETTINGS.guidance) == (50, 1.0, 7.0)
+    for variant, expected in cases.items():
+        model = discovery.resolve_training_model(discovery.find_model(root, variant), root=root)
+        assert model.entry.family == "XL"
+        assert sampler_settings(model.entry) == sampler_settings(model) == expected, variant
+        previews = PreviewSampler(model.parts(), None, tmp_path / variant, prompts=["calm"], device="cpu",
+                                  dtype=torch.float32, base_variant=model.base_variant)
+        assert previews.settings == expected, variant
+    # --base-model in its XL spelling
+    assert sampler_settings(discovery.find_model(root, "xl-sft"), "xl-turbo") == TURBO_SETTINGS
+
+
+@pytest.mark.parametrize("variant,expected", [("xl-turbo", "8 steps, shift 3, guidance 1"),
+                                              ("xl-sft", "50 steps, shift 1, guidance 7")])
+def test_generate_on_xl_uses_its_defaults_and_equals_the_staged_previews(xl_root_readonly, tmp_path, capsys,
+                                                                        monkeypatch, variant, expected):
+    import soundfile
+
+    from sidestep.cli.main import main
+    from sidestep.generate import (build_pipeline, decode_latents, encode_condition, encode_text, latent_length,
+                                   sample_latents, sampler_settings)
+    from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
+
+    monkeypatch.chdir(tmp_path)  # sidestep.log
+    out = tmp_path / "song.wav"
+    assert main(["--plain", "generate", "--checkpoint-dir", str(xl_root_readonly), "--model-variant", variant,
+                 "--prompt", "calm piano", "--duration", "1", "--seed", "3", "--out", str(out)]) == 0
+    assert expected in capsys.readouterr().out
+    parts = discovery.locate_parts(xl_root_readonly, variant)
+    dit = load_model_dit(parts.model, silence_latent=parts.silence_latent)
+    tokenizer, text_encoder = load_text_encoder(parts.text_encoder)
+    vae = load_vae(parts.vae)
+    assert build_pipeline(dit, vae, tokenizer, text_encoder).is_turbo == (variant == "xl-turbo")
+    settings = sampler_settings(parts.model)
+    text = encode_text(tokenizer, text_encoder, "calm piano", None, 1.0)
+    cond = encode_condition(dit.condition_encoder, text, latent_length(1.0), torch.float32)
+    staged = decode_latents(vae, sample_latents(dit.transformer, cond, seed=3, steps=settings.steps,
+                                                shift=settings.shift, guidance=settings.guidance))[0]
+    written, rate = soundfile.read(out, dtype="float32", always_2d=True)
+    assert rate == 48000 and written.shape[0] == staged.shape[1]
+    assert torch.allclose(torch.from_numpy(written.T.copy()), staged.clamp(-1, 1), atol=1e-4)
