@@ -6,6 +6,7 @@ Everything runs on a tiny XL-shaped root written by `sidestep.model.tiny` in the
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -185,3 +186,200 @@ def test_generate_on_xl_uses_its_defaults_and_equals_the_staged_previews(xl_root
     written, rate = soundfile.read(out, dtype="float32", always_2d=True)
     assert rate == 48000 and written.shape[0] == staged.shape[1]
     assert torch.allclose(torch.from_numpy(written.T.copy()), staged.clamp(-1, 1), atol=1e-4)
+
+
+# -- 5. training and adapter files on XL ----------------------------------------------------------------------------
+
+def _xl_inputs(seed=0, T=20, L=7):
+    """Decoder inputs at the tiny XL widths: latents 64, context 128, condition = the encoder width (64)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.tensor([0.6])
+    return dict(hidden_states=torch.randn(1, T, 64, generator=g), timestep=t, timestep_r=t,
+                encoder_hidden_states=torch.randn(1, L, TINY_XL_DIT_CONFIG["encoder_hidden_size"], generator=g),
+                context_latents=torch.randn(1, T, 128, generator=g))
+
+
+def _xl_decoder(root):
+    from sidestep.model.loader import load_dit
+
+    return load_dit(root / XL, with_condition_encoder=False).transformer.eval()
+
+
+@pytest.fixture(scope="module")
+def xl_trained(xl_root_readonly, tmp_path_factory):
+    """fixed and vanilla x LoRA (r 4, alpha 16) and LoKR on tiny xl-turbo, default targets (q/k/v/o, self and cross)."""
+    tmp = tmp_path_factory.mktemp("xl-formats")
+    silence = _xl_decoder_silence(xl_root_readonly)
+    dataset = write_tensor_dataset(tmp / "ds", n=3, silence=silence)  # 24, 30, 36 frames
+    runs = {}
+    for mode in ("fixed", "vanilla"):
+        for kind in ("lora", "lokr"):
+            config = _train_config(xl_root_readonly, dataset, tmp / f"{mode}-{kind}", adapter_type=kind, epochs=2,
+                                   save_every=100, rank=4, alpha=16, lokr_linear_dim=4, lokr_linear_alpha=8,
+                                   learning_rate=1e-2)
+            runs[mode, kind] = train(config, mode, quiet=True)
+    return runs
+
+
+def _xl_decoder_silence(root):
+    from sidestep.model.loader import load_dit
+
+    return load_dit(root / XL).silence_latent()
+
+
+@pytest.mark.parametrize("mode", ["fixed", "vanilla"])
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_fixed_and_vanilla_lora_and_lokr_train_on_xl(xl_trained, xl_root_readonly, mode, kind):
+    from sidestep.train.adapters import load_adapter
+
+    result = xl_trained[mode, kind]
+    assert result.optimizer_steps > 0 and all(torch.isfinite(torch.tensor(result.losses)))
+    run = json.loads((result.output_dir / "sidestep_run.json").read_text())
+    assert run["model"] == {"family": "XL", "hidden_size": 96, "num_layers": 4}
+    base = _xl_decoder(xl_root_readonly)
+    with torch.no_grad():
+        before = base(**_xl_inputs()).sample
+        adapter = load_adapter(base, result.output_dir)
+        after = base.eval()(**_xl_inputs()).sample
+    assert adapter.kind == kind and len(adapter.modules) == 8 * TINY_XL_DIT_CONFIG["num_hidden_layers"]
+    assert (after - before).abs().max() > 1e-4  # it learned something
+
+
+def test_released_xl_adapters_have_256_modules():
+    """The full-size XL decoder (on meta, no memory): LoRA and LoKR wrap q/k/v/o of self and cross attention in
+    all 32 layers, and the LoRA file would hold 512 tensors under ACE-Step's names."""
+    from sidestep.model.configs import RELEASED_XL_CONFIG
+    from sidestep.model.loader import build_modules
+    from sidestep.train.adapters import LokrAdapter, LoraAdapter, select_target_modules
+
+    official = set(json.loads((Path(__file__).resolve().parents[1] / "reference/xl/keys-v15-xl.json").read_text()))
+    decoder = build_modules(RELEASED_XL_CONFIG)["transformer"]
+    modules = select_target_modules(decoder)
+    lora = LoraAdapter(decoder, modules, 64, 128, 0.0)
+    keys = lora.export_tensors().keys()
+    assert len(modules) == 256 and len(keys) == 512
+    mapped = {"decoder." + k[len("base_model.model."):].rsplit(".lora_", 1)[0] + ".weight" for k in keys}
+    assert len(mapped) == 256 and mapped <= official
+    lokr = LokrAdapter(build_modules(RELEASED_XL_CONFIG)["transformer"], modules, 64, 128)
+    assert len(lokr.network.loras) == 256
+
+
+
+class _OfficialNames(torch.nn.Module):
+    """ACE-Step's reference module names (layers.i.self_attn.q_proj, ...) over the decoder's own Linear objects."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.layers = torch.nn.ModuleList()
+        for layer in decoder.layers:
+            block = torch.nn.Module()
+            for kind in ("self_attn", "cross_attn"):
+                attn, view = getattr(layer, kind), torch.nn.Module()
+                view.q_proj, view.k_proj, view.v_proj, view.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
+                setattr(block, kind, view)
+            self.layers.append(block)
+
+
+def _ours(root, folder):
+    from sidestep.train.adapters import load_adapter
+
+    decoder = _xl_decoder(root)
+    load_adapter(decoder, folder)
+    return decoder.eval()
+
+
+def test_xl_lora_loads_in_reference_peft_layout_and_diffusers_with_the_same_outputs(xl_trained, xl_root_readonly):
+    from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
+    from peft import PeftModel
+
+    from sidestep.model.loader import load_dit, load_text_encoder, load_vae
+
+    folder = xl_trained["fixed", "lora"].output_dir
+    with torch.no_grad():
+        ours = _ours(xl_root_readonly, folder)(**_xl_inputs()).sample
+        base = _xl_decoder(xl_root_readonly)(**_xl_inputs()).sample
+    assert (ours - base).abs().max() > 1e-3
+
+    # ACE-Step's way: PeftModel.from_pretrained on the reference names, reading adapter_config.json
+    decoder = _xl_decoder(xl_root_readonly)
+    view = _OfficialNames(decoder)
+    peft = PeftModel.from_pretrained(view, str(folder))
+    assert len([m for m in peft.modules() if hasattr(m, "lora_A")]) == 32  # 8 per layer, 4 layers
+    for layer, block in zip(decoder.layers, view.layers):  # PEFT swapped the view's modules: run them in place
+        for kind in ("self_attn", "cross_attn"):
+            attn, names = getattr(layer, kind), getattr(block, kind)
+            attn.to_q, attn.to_k, attn.to_v, attn.to_out[0] = names.q_proj, names.k_proj, names.v_proj, names.o_proj
+    with torch.no_grad():
+        reference = decoder(**_xl_inputs()).sample
+    assert (reference - ours).abs().max() <= 1e-5
+
+    # diffusers' way: AceStepPipeline.load_lora_weights, reading the header's lora_adapter_metadata
+    dit = load_dit(xl_root_readonly / XL)
+    tokenizer, text_encoder = load_text_encoder(xl_root_readonly / "Qwen3-Embedding-0.6B")
+    pipe = AceStepPipeline(vae=load_vae(xl_root_readonly / "vae"), text_encoder=text_encoder, tokenizer=tokenizer,
+                           transformer=dit.transformer, condition_encoder=dit.condition_encoder,
+                           scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0))
+    pipe.load_lora_weights(str(folder), weight_name="adapter_model.safetensors")
+    with torch.no_grad():
+        theirs = pipe.transformer.eval()(**_xl_inputs()).sample
+    assert (theirs - ours).abs().max() <= 1e-5
+
+
+def test_xl_lokr_reloads_with_lycoris_own_loader(xl_trained, xl_root_readonly):
+    from lycoris import create_lycoris_from_weights
+    from safetensors.torch import load_file
+
+    path = xl_trained["fixed", "lokr"].output_dir / "lokr_weights.safetensors"
+    decoder = _xl_decoder(xl_root_readonly)
+    network, _ = create_lycoris_from_weights(1.0, str(path), _OfficialNames(decoder))
+    network.apply_to()
+    network.load_state_dict(load_file(path))
+    assert len(network.loras) == 32
+    with torch.no_grad():
+        theirs = decoder(**_xl_inputs()).sample
+        ours = _ours(xl_root_readonly, path.parent)(**_xl_inputs()).sample
+        base = _xl_decoder(xl_root_readonly)(**_xl_inputs()).sample
+    assert (theirs - ours).abs().max() <= 1e-5 and (ours - base).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("kind", ["lora", "lokr"])
+def test_xl_comfyui_export_maps_every_key(xl_trained, xl_root_readonly, tmp_path, kind):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from sidestep.cli.main import main
+    from sidestep.model.loader import INDEX_FILE
+    from sidestep.train.export import COMFY_PREFIX
+
+    out = xl_trained["fixed", kind].output_dir
+    target = tmp_path / "comfy.safetensors"
+    assert main(["--plain", "export", "--format", "comfyui", str(out), str(target)]) == 0
+    exported = load_file(target)
+    weights = json.loads((xl_root_readonly / XL / INDEX_FILE).read_text())["weight_map"]  # the XL checkpoint's keys
+    shapes = {}
+    for shard in set(weights.values()):
+        with safe_open(str(xl_root_readonly / XL / shard), "pt") as f:
+            shapes.update({k: f.get_slice(k).get_shape() for k in f.keys()})
+    # ComfyUI's names for each decoder weight `decoder.<path>.weight` (docs/design.md §6.3)
+    paths = {k: k[len("decoder."):-len(".weight")] for k in weights if k.startswith("decoder.") and
+             k.endswith(".weight")}
+    lora_names = {COMFY_PREFIX + path: k for k, path in paths.items()}
+    lycoris_names = {"lycoris_" + path.replace(".", "_"): k for k, path in paths.items()}
+    targets = {}
+    for key in exported:
+        if kind == "lora":
+            module = key.rsplit(".lora_", 1)[0] if ".lora_" in key else key.rsplit(".", 1)[0]
+            weight = lora_names.get(module)
+        else:
+            weight = lycoris_names.get(key.split(".")[0])
+        assert weight is not None, key  # every key lands on a weight of the XL checkpoint
+        targets.setdefault(weight, []).append(key)
+    assert len(targets) == 8 * TINY_XL_DIT_CONFIG["num_hidden_layers"]
+    for weight, keys in targets.items():
+        out_dim, in_dim = shapes[weight]
+        if kind == "lora":
+            a, b = (exported[next(k for k in keys if k.endswith(s))] for s in (".lora_A.weight", ".lora_B.weight"))
+            assert a.shape == (4, in_dim) and b.shape == (out_dim, 4), weight
+            assert exported[next(k for k in keys if k.endswith(".alpha"))].item() == 16.0
+        else:
+            assert any(k.endswith(".lokr_w1") for k in keys) and any(k.endswith(".alpha") for k in keys), weight
