@@ -5,6 +5,7 @@ Everything runs on a tiny XL-shaped root written by `sidestep.model.tiny` in the
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -383,3 +384,45 @@ def test_xl_comfyui_export_maps_every_key(xl_trained, xl_root_readonly, tmp_path
             assert exported[next(k for k in keys if k.endswith(".alpha"))].item() == 16.0
         else:
             assert any(k.endswith(".lokr_w1") for k in keys) and any(k.endswith(".alpha") for k in keys), weight
+
+
+# -- 6. memory: the forecast for XL ---------------------------------------------------------------------------------
+
+GIB = 2**30
+
+
+def test_xl_forecast_and_the_16_and_10_gib_targets():
+    """XL LoRA r64, 60 s, batch 1, bf16, checkpointing: the forecast the README quotes (CUDA, no context)."""
+    from sidestep.model.configs import RELEASED_2B_CONFIG, RELEASED_XL_CONFIG
+    from sidestep.train.forecast import forecast
+
+    shapes = json.loads((Path(__file__).resolve().parents[1] / "reference/xl/keys-v15-xl.json").read_text())
+    decoder_params = sum(int(torch.tensor(s).prod()) for k, s in shapes.items() if k.startswith("decoder."))
+    f = forecast(Config(), RELEASED_XL_CONFIG, torch.device("cuda"), "bf16", frames=1500)
+    assert f.notes["base_params"] == decoder_params and f.parts["weights"] == decoder_params * 2
+    lora = 32 * 2 * 64 * ((2560 + 4096) * 2 + (2560 + 1024) * 2)  # q: 2560->4096, o: 4096->2560; k, v: 2560->1024
+    assert f.notes["trainable_params"] == lora == 83_886_080
+    assert 10 * GIB < f.total < 15 * GIB  # 16 GiB with room for the CUDA context
+    nf4 = forecast(Config(quantize_base="nf4"), RELEASED_XL_CONFIG, torch.device("cuda"), "bf16", frames=1500)
+    assert 5 * GIB < nf4.total < 9 * GIB  # 10 GiB with room for the CUDA context
+    two_b = forecast(Config(), RELEASED_2B_CONFIG, torch.device("cuda"), "bf16", frames=1500)
+    assert f.total > 1.5 * two_b.total
+
+
+def test_dry_run_forecasts_xl_and_refuses_a_2b_dataset(xl_root_readonly, xl_tensors, tmp_path, capsys):
+    from sidestep.cli.main import main
+
+    common = ["--plain", "fixed", "--checkpoint-dir", str(xl_root_readonly), "--model-variant", "xl-turbo",
+              "--output-dir", str(tmp_path / "out"), "--dry-run", "--device", "cpu", "--precision", "fp32"]
+    assert main(common + ["--dataset-dir", str(xl_tensors)]) == 0
+    text = capsys.readouterr().out
+    frames = max(read_manifest(xl_tensors).lengths.values())
+    assert f"batch 1 x {frames} frames" in text and "weights" in text
+    decoder = _xl_decoder(xl_root_readonly)
+    weights = sum(p.numel() for p in decoder.parameters()) * 4 / GIB
+    assert re.search(rf"weights\W+{weights:.3f}", text), text  # the tiny XL decoder in fp32
+    b2 = _copy(xl_tensors, tmp_path / "b2", name="acestep-v15-turbo", family="2B")
+    assert main(common + ["--dataset-dir", str(b2)]) == 2
+    assert "preprocessed with acestep-v15-turbo (ACE-Step 2B), cannot train acestep-v15-xl-turbo" in \
+        capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

@@ -91,6 +91,7 @@ def print_result(result, config: Config) -> None:
 def print_forecast(config: Config, only_modules: list[str] | None = None) -> None:
     """`--dry-run`: the predicted peak memory, from config.json and the dataset's lengths only."""
     from sidestep.data.dataset import PreprocessedDataset
+    from sidestep.data.manifest import check_made_for
     from sidestep.model import discovery
     from sidestep.model.loader import read_dit_config
     from sidestep.train.forecast import forecast
@@ -100,7 +101,10 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
         raise SidestepError("--dry-run: pass --checkpoint-dir")
     entry = discovery.model_to_train(config).entry
     model_config = read_dit_config(entry.path if entry.layout == "official" else entry.path / "transformer")
-    frames = max(PreprocessedDataset(config.dataset_dir).lengths, default=750) if config.dataset_dir else 750
+    dataset = PreprocessedDataset(config.dataset_dir) if config.dataset_dir else None
+    if dataset is not None:
+        check_made_for(dataset.manifest, entry)  # as training would
+    frames = max(dataset.lengths, default=750) if dataset is not None else 750
     runtime = resolve_runtime(config.device, config.precision)
     result = forecast(config, model_config, runtime.device, runtime.precision, frames, only_modules=only_modules)
     table = Table(title=f"Predicted peak memory on {runtime.device} ({runtime.precision}), "
