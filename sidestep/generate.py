@@ -11,8 +11,9 @@ Two ways in, same numbers:
   `tests/test_generate.py` checks that they reproduce `AceStepPipeline.__call__` exactly.
 
 Sampler settings per variant (docs/design.md §7), the same for 2B and XL and read from the model's
-config (`sampler_settings`): turbo 8 steps, shift 3, no CFG; base/sft 50 steps, shift 1, APG guidance 7.0 with the pipeline's parameters (momentum -0.75, norm threshold 2.5,
-time-axis normalisation, CFG interval [0, 1]).
+config (`sampler_settings`): turbo 8 steps, shift 3, no CFG; base/sft 50 steps, shift 1, APG guidance
+7.0 with the pipeline's parameters (momentum -0.75, norm threshold 2.5, time-axis normalisation, CFG
+interval [0, 1]).
 """
 
 from __future__ import annotations

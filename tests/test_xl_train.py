@@ -99,7 +99,8 @@ def test_xl_tensors_train_xl_and_are_refused_by_2b(xl_root_readonly, xl_tensors,
 
 def test_2b_tensors_are_refused_by_xl_in_training_estimate_and_validation(xl_root_readonly, xl_tensors, tmp_path):
     b2 = _copy(xl_tensors, tmp_path / "b2", name="acestep-v15-turbo", family="2B", variant="turbo")
-    match = r"b2: preprocessed with acestep-v15-turbo \(ACE-Step 2B\), cannot train acestep-v15-xl-turbo \(ACE-Step XL\)"
+    match = (r"b2: preprocessed with acestep-v15-turbo \(ACE-Step 2B\), cannot train acestep-v15-xl-turbo "
+             r"\(ACE-Step XL\)")
     with pytest.raises(SidestepError, match=match):
         train(_train_config(xl_root_readonly, b2, tmp_path / "out"), "fixed", quiet=True)
     with pytest.raises(SidestepError, match=match):
