@@ -1,4 +1,4 @@
-"""XL datasets, training, adapter formats and inference defaults (issue 15, points 4, 5 and 7).
+"""XL datasets, training, adapter formats, memory forecast and inference defaults (issue 15, points 4-7).
 
 Everything runs on a tiny XL-shaped root written by `sidestep.model.tiny` in the released XL layout
 (sharded weights + `model.safetensors.index.json`) next to a tiny 2B folder.
@@ -13,6 +13,7 @@ import pytest
 import soundfile
 import torch
 
+from helpers import write_tensor_dataset
 from sidestep.config import Config
 from sidestep.data.manifest import check_made_for, read_manifest
 from sidestep.errors import SidestepError
@@ -21,7 +22,6 @@ from sidestep.model import discovery
 from sidestep.model.configs import TINY_XL_DIT_CONFIG
 from sidestep.model.tiny import write_tiny_checkpoint_root
 from sidestep.train.recipe import train
-from tests.helpers import write_tensor_dataset
 
 XL = "acestep-v15-xl-turbo"
 
