@@ -10,9 +10,10 @@ Two ways in, same numbers:
   no adapter touches: adapters wrap the decoder only, docs/design.md §6) can be computed once and kept.
   `tests/test_generate.py` checks that they reproduce `AceStepPipeline.__call__` exactly.
 
-Sampler settings per variant (docs/design.md §7): turbo 8 steps, shift 3, no CFG; base/sft 50 steps,
-shift 1, APG guidance 7.0 with the pipeline's parameters (momentum -0.75, norm threshold 2.5,
-time-axis normalisation, CFG interval [0, 1]).
+Sampler settings per variant (docs/design.md §7), the same for 2B and XL and read from the model's
+config (`sampler_settings`): turbo 8 steps, shift 3, no CFG; base/sft 50 steps, shift 1, APG guidance
+7.0 with the pipeline's parameters (momentum -0.75, norm threshold 2.5, time-axis normalisation, CFG
+interval [0, 1]).
 """
 
 from __future__ import annotations
@@ -46,9 +47,15 @@ BASE_SETTINGS = SamplerSettings(steps=50, shift=1.0, guidance=7.0)
 def sampler_settings(model: Any, base_variant: str | None = None) -> SamplerSettings:
     """The variant's own settings. `model`: a ModelEntry, a TrainingModel, or `is_turbo` as a bool.
 
-    `base_variant` (turbo/base/sft) overrides what the model says (a fine-tune's `--base-model`).
+    Read from the model, never from its family or folder name: its base variant as discovery
+    found it (config.json's `is_turbo` / `model_version` first), else its `is_turbo` flag. So
+    xl-turbo gets turbo's 8 steps at shift 3 and xl-base / xl-sft get 50 steps with guidance 7.0,
+    exactly as 2B (docs/design.md §7). `base_variant` (turbo/base/sft, or xl-turbo/xl-base/xl-sft)
+    overrides what the model says (a fine-tune's `--base-model`).
     """
     variant = base_variant or getattr(model, "base_variant", None)
+    if variant is not None and variant.startswith("xl-"):
+        variant = variant[3:]
     if variant is None:
         entry = getattr(model, "entry", model)
         turbo = bool(entry) if isinstance(entry, bool) else bool(getattr(entry, "is_turbo", False))

@@ -204,6 +204,7 @@ def test_manifest_fields(first, songs):
         {"name": "tensors", "custom_tag": "zx9", "tag_position": "prepend", "all_instrumental": False,
          "genre_ratio": 0.0}
     assert m["model"]["name"] == "acestep-v15-turbo" and m["model"]["variant"] == "turbo"
+    assert (m["model"]["family"], m["model"]["encoder_width"]) == ("2B", 64)  # what training checks (issue 15)
     assert m["settings"]["vae_mode"] == "sample" and m["settings"]["max_duration"] == 240.0
     assert m["settings"]["seed"] == 42 and m["settings"]["dtype"] == "fp32"
     for info in m["sample_info"]:

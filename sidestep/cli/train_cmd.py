@@ -91,6 +91,7 @@ def print_result(result, config: Config) -> None:
 def _forecast_inputs(config: Config):
     """(model config.json, the longest batch's frames, runtime): all a forecast needs, no weights loaded."""
     from sidestep.data.dataset import PreprocessedDataset
+    from sidestep.data.manifest import check_made_for
     from sidestep.model import discovery
     from sidestep.model.loader import read_dit_config
     from sidestep.runtime import resolve_runtime
@@ -99,7 +100,10 @@ def _forecast_inputs(config: Config):
         raise SidestepError("--dry-run / --fit-memory: pass --checkpoint-dir")
     entry = discovery.model_to_train(config).entry
     model_config = read_dit_config(entry.path if entry.layout == "official" else entry.path / "transformer")
-    frames = max(PreprocessedDataset(config.dataset_dir).lengths, default=750) if config.dataset_dir else 750
+    dataset = PreprocessedDataset(config.dataset_dir) if config.dataset_dir else None
+    if dataset is not None:
+        check_made_for(dataset.manifest, entry)  # as training would
+    frames = max(dataset.lengths, default=750) if dataset is not None else 750
     return model_config, frames, resolve_runtime(config.device, config.precision)
 
 

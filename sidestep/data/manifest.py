@@ -44,6 +44,18 @@ class Manifest:
     def tag_position(self) -> str:
         return self.metadata.get("tag_position") or "prepend"
 
+    @property
+    def family(self) -> str | None:
+        """"2B" or "XL": the family of the model the tensors were made with (None: not recorded)."""
+        value = self.model.get("family")
+        return value if value in ("2B", "XL") else None
+
+    @property
+    def encoder_width(self) -> int | None:
+        """The width of the condition tensors (`encoder_hidden_states`) as recorded (None: not recorded)."""
+        value = self.model.get("encoder_width")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def files(self) -> list[Path]:
         """The sample files, in manifest order (sorted when there is no manifest); missing ones are an error."""
         if self.samples is None:
@@ -98,6 +110,40 @@ def read_manifest(folder: str | Path) -> Manifest:
                             "or delete it to use every *.pt in the folder") from None
     return Manifest(folder=folder, samples=names, metadata=_dict(data.get("metadata")), model=_dict(data.get("model")),
                     lengths=_lengths(data.get("sample_info")), raw=raw)
+
+
+def _sample_width(path: Path) -> int | None:
+    """The last dimension of a sample file's `encoder_hidden_states` (None when it cannot be read: the
+    dataset reports that file itself when training reaches it)."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["encoder_hidden_states"].shape[-1])
+    except Exception:  # a bad pickle raises many types
+        return None
+
+
+def check_made_for(manifest: Manifest, model: Any) -> None:
+    """Refuse tensors preprocessed for another model family, or at another condition width.
+
+    `model` is a discovery `ModelEntry` (its name, family and encoder_width). XL's condition encoder
+    has 2B's width (2048) but other weights, so the family recorded in the manifest is what tells
+    them apart; a dataset without that record has its first sample's `encoder_hidden_states` width
+    compared with the model's (docs/design.md §2.4, §5.6).
+    """
+    fix = (f"rerun train.py preprocess with --model-variant {model.name} into a new --tensor-output folder "
+           "and train on that")
+    made_with = manifest.model.get("name") or "another model"
+    if manifest.family is not None and manifest.family != model.family:
+        raise SidestepError(f"{manifest.folder}: preprocessed with {made_with} (ACE-Step {manifest.family}), "
+                            f"cannot train {model.name} (ACE-Step {model.family}); {fix}")
+    width, source = manifest.encoder_width, "its manifest records"
+    if width is None:
+        paths = manifest.files()
+        width, source = (_sample_width(paths[0]) if paths else None), f"{paths[0].name if paths else ''} holds"
+    if width is not None and model.encoder_width is not None and width != model.encoder_width:
+        raise SidestepError(f"{manifest.folder}: {source} condition tensors {width} wide, {model.name} "
+                            f"expects {model.encoder_width} (made for another model); {fix}")
 
 
 def has_samples(folder: str | Path) -> bool:

@@ -25,6 +25,7 @@ from sidestep import __version__
 from sidestep.config import Config
 from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
+from sidestep.data.manifest import check_made_for
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
 from sidestep.model import discovery
@@ -110,6 +111,7 @@ def estimate(config: Config) -> Estimate:
     torch.manual_seed(config.seed)
     model = discovery.model_to_train(config)
     dataset = PreprocessedDataset(config.dataset_dir)
+    check_made_for(dataset.manifest, model.entry)
     if len(dataset) == 0:
         raise SidestepError(f"{config.dataset_dir}: the dataset holds no samples; preprocess some audio first")
     dit = load_model_dit(model.entry, device=runtime.device, dtype=runtime.compute_dtype)

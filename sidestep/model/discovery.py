@@ -49,6 +49,7 @@ class ModelEntry:
     family: str = "2B"  # "2B" or "XL" (an XL config has the four encoder_* fields; docs/design.md §2.4)
     params: int | None = None  # parameter count from the weight files' headers; None when unreadable
     weights_bytes: int | None = None
+    encoder_width: int | None = None  # width of the condition encoder's output (encoder_hidden_states)
 
     @property
     def label(self) -> str:
@@ -171,6 +172,7 @@ def inspect_model_folder(path: Path) -> ModelEntry | None:
         is_turbo=bool(config.get("is_turbo", False)), base_variant=_variant_from(path.name, config),
         timestep_mu=config.get("timestep_mu"), timestep_sigma=config.get("timestep_sigma"),
         family=family, params=params, weights_bytes=size,
+        encoder_width=config.get("encoder_hidden_size") or config.get("hidden_size"),
     )
 
 

@@ -29,7 +29,7 @@ from sidestep.config import Config
 from sidestep.console import get_console
 from sidestep.data.batching import LATENT_RATE, BucketBatchSampler
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
-from sidestep.data.manifest import read_manifest
+from sidestep.data.manifest import check_made_for, read_manifest
 from sidestep.errors import SidestepError
 from sidestep.io import write_error
 from sidestep.model import discovery
@@ -90,6 +90,8 @@ class Trainer:
         self.config, self.mode, self.quiet = config, mode, quiet
         self.runtime = resolve_runtime(config.device, config.precision)
         self.model = discovery.model_to_train(config)
+        for folder in filter(None, (config.dataset_dir, config.val_dataset_dir)):  # before any model loads
+            check_made_for(read_manifest(folder), self.model.entry)
         self.resume = load_resume_state(config, self.model, mode) if config.resume_from else None
         self.fabric = make_fabric(self.runtime, config.devices, config.num_nodes, config.strategy)
         self.fabric.seed_everything(config.seed, verbose=False)
