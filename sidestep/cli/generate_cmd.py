@@ -75,9 +75,10 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
         if not folder.is_dir():
             raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder or "
                                 "checkpoints/epoch_N")
-        if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
-            raise SidestepError(f"--adapter {folder}: no adapter here (expected adapter_config.json + "
-                                "adapter_model.safetensors, or lokr_weights.safetensors)")
+        from sidestep.adapters import KINDS, expected_files
+
+        if not any(k.owns(folder) for k in KINDS.values()):
+            raise SidestepError(f"--adapter {folder}: no adapter here (expected {expected_files()})")
     return _check_out(args.gen_out)
 
 
@@ -112,12 +113,12 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
     dit = load_model_dit(parts.model, device=device, dtype=dtype, silence_latent=parts.silence_latent)
     adapter_note = "base model"
     if args.gen_adapter is not None:
-        from sidestep.train.adapters import load_adapter
+        from sidestep.adapters import load_adapter
 
         adapter = load_adapter(dit.transformer, Path(args.gen_adapter).expanduser())
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
-        adapter_note = f"{adapter.kind} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
+        adapter_note = f"{adapter.label} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
         trigger = _trigger(Path(args.gen_adapter).expanduser())
         if trigger and trigger.lower() not in args.gen_prompt.lower():
             console.print(f"note: this adapter was trained with the trigger tag '{trigger}'; put it in --prompt "

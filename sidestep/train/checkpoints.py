@@ -1,8 +1,8 @@
 """Adapter files (ACE-Step layout) and resumable training state, written atomically.
 
 Every adapter folder (the final output dir and each `checkpoints/epoch_N/`) is directly
-loadable for inference: `adapter_config.json` + `adapter_model.safetensors` (LoRA) or
-`lokr_weights.safetensors` + `lokr_config.json` (LoKR), plus `sidestep_run.json`.
+loadable for inference: the kind's files (`Adapter.files`, e.g. `adapter_config.json` +
+`adapter_model.safetensors` for LoRA/DoRA), plus `sidestep_run.json`.
 Checkpoint folders add `training_state.pt` (loaded with weights_only=True).
 """
 
@@ -19,28 +19,14 @@ from safetensors.torch import save
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_dir, atomic_write_many, recover_dir, write_error, write_problem
 
-LORA_WEIGHTS = "adapter_model.safetensors"
-LORA_CONFIG = "adapter_config.json"
-LOKR_WEIGHTS = "lokr_weights.safetensors"
-LOKR_CONFIG = "lokr_config.json"
 RUN_FILE = "sidestep_run.json"
 STATE_FILE = "training_state.pt"
 CHECKPOINTS = "checkpoints"
 
 
 def adapter_files(adapter, run_info: dict[str, Any]) -> dict[str, bytes | tuple[dict, dict]]:
-    """file name -> JSON text, or (tensors, header metadata) for safetensors."""
-    files: dict[str, Any] = {RUN_FILE: json.dumps(run_info, indent=2)}
-    if adapter.kind == "lora":
-        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(adapter.diffusers_metadata())}
-        files[LORA_WEIGHTS] = (adapter.export_tensors(), metadata)
-        files[LORA_CONFIG] = json.dumps(adapter.export_config(), indent=2)
-    else:
-        config = adapter.export_config()
-        metadata = {"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps(config)}
-        files[LOKR_WEIGHTS] = (adapter.export_tensors(), metadata)
-        files[LOKR_CONFIG] = json.dumps(dict(config, algo="lokr", format="lycoris"), indent=2)
-    return files
+    """file name -> JSON text, or (tensors, header metadata) for safetensors: the kind's files and the run file."""
+    return {RUN_FILE: json.dumps(run_info, indent=2), **adapter.files()}
 
 
 def _encode(content) -> bytes:

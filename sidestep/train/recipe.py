@@ -37,7 +37,7 @@ from sidestep.model.attention import use_fast_attention
 from sidestep.model.loader import load_model_dit
 from sidestep.runtime import make_fabric, resolve_runtime
 from sidestep.train import checkpoints
-from sidestep.train.adapters import build_adapter
+from sidestep.adapters import build_adapter
 from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
