@@ -61,6 +61,9 @@ class Config:
     adapter_type: str = opt("lora", "Adapter", "lora, dora (PEFT), lokr, loha or oft (LyCORIS); the kinds are "
                             "sidestep/adapters/", choices=("lora", "dora", "lokr", "loha", "oft"), basic=True)
 
+    init_adapter: str | None = opt(None, "Adapter", "Start training from this adapter (same kind and shape): a "
+                                   "Side-Step folder, ACE-Step PEFT, diffusers or ComfyUI file")
+
     # LoRA
     rank: int = opt(64, "LoRA", "LoRA rank", flags=("-r", "--rank"), basic=True, bounds="[1,inf)")
     alpha: int = opt(128, "LoRA", "LoRA alpha (scale = alpha / rank)", basic=True, bounds="[1,inf)")

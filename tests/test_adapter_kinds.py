@@ -376,3 +376,99 @@ def test_comfyui_export_refuses_what_comfyui_cannot_apply(tiny_root_readonly, tm
     text = capsys.readouterr().out.strip()
     assert len(text.splitlines()) == 1 and message in text, text
     assert not target.exists()
+
+
+# -- adapters made elsewhere: generate --adapter FILE and --init-adapter ---------------------------------------
+
+@pytest.mark.parametrize("kind", list(SETTINGS))
+def test_comfyui_files_load_back_to_the_same_outputs(trained, tiny_root_readonly, tmp_path, kind):
+    from sidestep.train.export import export_adapter
+
+    target = export_adapter("comfyui", trained[kind], tmp_path / "comfy.safetensors")
+    ours = _decoder(tiny_root_readonly)
+    load_adapter(ours, trained[kind])
+    theirs = _decoder(tiny_root_readonly)
+    assert load_adapter(theirs, target).name == kind
+    assert (_run(theirs) - _run(ours)).abs().max() <= 1e-5
+    if kind == "lora":  # kohya-style names and lora_down/lora_up read the same
+        kohya = {}
+        for key, value in load_file(target).items():
+            module, _, suffix = key[len("diffusion_model.decoder."):].rpartition(
+                ".lora_" if ".lora_" in key else ".")
+            suffix = {"A.weight": "lora_down.weight", "B.weight": "lora_up.weight"}.get(suffix, suffix)
+            kohya[f"lora_unet_decoder_{module.replace('.', '_')}.{suffix}"] = value
+        from safetensors.torch import save_file
+
+        save_file(kohya, str(tmp_path / "kohya.safetensors"))
+        again = _decoder(tiny_root_readonly)
+        load_adapter(again, tmp_path / "kohya.safetensors")
+        assert (_run(again) - _run(ours)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_diffusers_layout_loads_to_the_same_outputs(trained, tiny_root_readonly, tmp_path, kind):
+    from diffusers import AceStepPipeline
+    from peft import get_peft_model_state_dict
+
+    ours = _decoder(tiny_root_readonly)
+    adapter = load_adapter(ours, trained[kind])
+    meta = {k.split(".", 1)[1]: v for k, v in adapter.diffusers_metadata().items()}
+    AceStepPipeline.save_lora_weights(tmp_path / "diffusers", transformer_lora_layers=get_peft_model_state_dict(ours),
+                                      transformer_lora_adapter_metadata=meta)
+    file = tmp_path / "diffusers" / "pytorch_lora_weights.safetensors"
+    assert all(k.startswith("transformer.layers.") for k in load_file(file))
+    theirs = _decoder(tiny_root_readonly)
+    assert load_adapter(theirs, tmp_path / "diffusers").name == kind  # the folder with its one file
+    assert (_run(theirs) - _run(ours)).abs().max() <= 1e-5
+
+
+def test_an_unmappable_key_is_one_line_naming_it(tiny_root_readonly, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    bad = tmp_path / "bad.safetensors"
+    save_file({"diffusion_model.decoder.layers.0.mlp.gate_proj.lora_A.weight": torch.zeros(4, 64),
+               "diffusion_model.decoder.layers.0.mlp.gate_proj.lora_B.weight": torch.zeros(64, 4)}, str(bad))
+    with pytest.raises(SidestepError, match="cannot map key 'diffusion_model.decoder.layers.0.mlp.gate_proj"):
+        load_adapter(_decoder(tiny_root_readonly), bad)
+    assert main(["--plain", "generate", "--checkpoint-dir", str(tiny_root_readonly), "--prompt", "x", "--duration",
+                 "1", "--adapter", str(bad), "--out", str(tmp_path / "song.wav")]) == 2
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "cannot map key 'diffusion_model.decoder.layers.0.mlp" in out
+
+
+@pytest.mark.parametrize("kind", ["dora", "oft"])
+def test_init_adapter_starts_from_that_adapter_and_refuses_another_shape(trained, tiny_root_readonly, tmp_path,
+                                                                         kind):
+    from sidestep.adapters import build_adapter, init_adapter
+    from sidestep.train.export import export_adapter
+
+    reference = _decoder(tiny_root_readonly)
+    load_adapter(reference, trained[kind])
+    config = Config(adapter_type=kind, rank=4, alpha=16, target_modules=["q_proj", "o_proj"], **SETTINGS[kind])
+    for source in (trained[kind], export_adapter("comfyui", trained[kind], tmp_path / "c.safetensors")):
+        decoder = _decoder(tiny_root_readonly)
+        adapter = build_adapter(config, decoder)
+        assert (_run(decoder) - _run(reference)).abs().max() > 1e-4  # fresh
+        init_adapter(adapter, source)
+        assert (_run(decoder) - _run(reference)).abs().max() <= 1e-5
+    other = "lora" if kind == "dora" else "loha"
+    with pytest.raises(SidestepError, match=f"this run trains a {KINDS[other].label}; pass --adapter-type {kind}"):
+        init_adapter(build_adapter(config.replace(adapter_type=other), _decoder(tiny_root_readonly)), trained[kind])
+    with pytest.raises(SidestepError, match="no place in this run's adapter|lacks '"):
+        init_adapter(build_adapter(config.replace(target_modules=["q_proj"]), _decoder(tiny_root_readonly)),
+                     trained[kind])
+    wider = config.replace(rank=8) if kind == "dora" else config.replace(oft_block_size=8)
+    with pytest.raises(SidestepError, match="needs the same"):
+        init_adapter(build_adapter(wider, _decoder(tiny_root_readonly)), trained[kind])
+
+
+def test_training_with_init_adapter(tiny_root_readonly, tmp_path):
+    from helpers import train_tiny_lora
+
+    first, out = train_tiny_lora(tiny_root_readonly, tmp_path / "a", epochs=1)
+    cold, _ = train_tiny_lora(tiny_root_readonly, tmp_path / "b", epochs=1)
+    warm, _ = train_tiny_lora(tiny_root_readonly, tmp_path / "c", epochs=1, init_adapter=str(out))
+    assert cold.losses == first.losses  # deterministic
+    assert warm.losses[0] != cold.losses[0]  # the warm start begins where the first run ended
+    with pytest.raises(SidestepError, match="--init-adapter .*: not found"):
+        train_tiny_lora(tiny_root_readonly, tmp_path / "d", epochs=1, init_adapter=str(tmp_path / "nope"))

@@ -24,7 +24,8 @@ KINDS: dict[str, type[Adapter]] = {k.name: k for k in (Lora, Dora, Lokr, Loha, O
 SHARED_RESUME_OPTIONS = ("adapter_type", "attention_type", "target_modules")
 
 __all__ = ["Adapter", "KINDS", "attached", "build_adapter", "candidate_modules", "decoder_param_to_official",
-           "find_kind", "kind", "load_adapter", "resume_options", "select_target_modules", "short_target_names"]
+           "find_kind", "init_adapter", "kind", "load_adapter", "resume_options", "select_target_modules",
+           "short_target_names"]
 
 
 def kind(name: str) -> type[Adapter]:
@@ -67,6 +68,28 @@ def expected_files() -> str:
     return "; ".join(f"{k.label}: {k.file_names()}" for k in KINDS.values())
 
 
-def load_adapter(decoder, folder: str | Path) -> Adapter:
-    """Inject the adapter saved in `folder` (ACE-Step layout) into a diffusers decoder."""
-    return find_kind(folder).load(decoder, Path(folder))
+def load_adapter(decoder, path: str | Path) -> Adapter:
+    """Inject the adapter in `path` into a diffusers decoder: a Side-Step folder, or an adapter made elsewhere
+    (ACE-Step's PEFT layout, diffusers' layout, ComfyUI's single file, a LyCORIS file; `foreign.py`)."""
+    from sidestep.adapters.foreign import read_adapter
+
+    path = Path(path)
+    for k in KINDS.values():
+        if path.is_dir() and k.owns(path):
+            return k.load(decoder, path)
+    imported = read_adapter(path, decoder, KINDS)
+    return imported.kind.from_files(decoder, imported.config, imported.tensors, imported.where)
+
+
+def init_adapter(adapter: Adapter, path: str | Path) -> None:
+    """--init-adapter: start `adapter`'s training from the adapter in `path` (same kind, modules and shapes)."""
+    from sidestep.adapters.foreign import read_adapter
+
+    path = Path(path)
+    if not path.exists():
+        raise SidestepError(f"--init-adapter {path}: not found; pass an adapter folder or file")
+    imported = read_adapter(path, adapter.decoder, KINDS)
+    if imported.kind is not type(adapter):
+        raise SidestepError(f"--init-adapter {path}: a {imported.kind.label} adapter, this run trains a "
+                            f"{adapter.label}; pass --adapter-type {imported.kind.name}")
+    adapter.init_from(imported.config, imported.tensors, imported.where)

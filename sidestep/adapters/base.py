@@ -165,6 +165,16 @@ class Adapter:
         raise NotImplementedError
 
     @classmethod
+    def from_files(cls, decoder: torch.nn.Module, config: dict, tensors: dict[str, torch.Tensor], where
+                   ) -> "Adapter":
+        """The adapter that a config and tensors in this kind's file layout describe, on `decoder`."""
+        raise NotImplementedError
+
+    def init_from(self, config: dict, tensors: dict[str, torch.Tensor], where) -> None:
+        """Start training from another adapter of this kind and shape (--init-adapter)."""
+        raise NotImplementedError
+
+    @classmethod
     def comfyui_tensors(cls, folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(tensors, header) of the ComfyUI file for the adapter in `folder` (docs/design.md §6.3)."""
         raise NotImplementedError

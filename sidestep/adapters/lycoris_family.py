@@ -118,20 +118,40 @@ class LycorisAdapter(Adapter):
         from safetensors.torch import load_file
 
         config, path = cls._file(folder)
-        tensors = load_file(path)
+        return cls.from_files(decoder, config, load_file(path), path)
+
+    @classmethod
+    def from_files(cls, decoder, config: dict, tensors: dict[str, torch.Tensor], where) -> "LycorisAdapter":
+        """The adapter a kind's config and its LyCORIS tensors (ACE-Step module names) describe, on `decoder`."""
         wanted = {k.split(".", 1)[0] for k in tensors}
         modules = [m for m in candidate_modules(decoder) if lycoris_name(decoder_path_to_official(m)) in wanted]
         settings = {k: config[k] for k in cls.settings_keys() if k in config}
         adapter = cls(decoder, modules, settings)
-        inverse = {v: k for k, v in adapter._official.items()}
+        adapter.load_state_dict(adapter._state(tensors, where))
+        return adapter
+
+    def _state(self, tensors: dict[str, torch.Tensor], where) -> dict[str, torch.Tensor]:
+        inverse = {v: k for k, v in self._official.items()}
         state = {}
         for key, value in tensors.items():
             prefix, _, param = key.partition(".")
             if prefix not in inverse:
-                raise SidestepError(f"{path}: key '{key}' names no attention module of this model")
+                raise SidestepError(f"{where}: key '{key}' has no place in this run's adapter (no module it "
+                                    "wraps); use the same --attention-type and --target-modules")
             state[f"{inverse[prefix]}.{param}"] = value
-        adapter.load_state_dict(state)
-        return adapter
+        return state
+
+    def init_from(self, config: dict, tensors: dict[str, torch.Tensor], where) -> None:
+        """Start from another adapter of this kind and shape (--init-adapter)."""
+        from sidestep.adapters.peft_family import _same_shapes
+
+        for key in self.settings_keys():
+            if key in config and config[key] != self.settings[key]:
+                raise SidestepError(f"{where}: its {key} is {config[key]!r}, this run's is {self.settings[key]!r}; "
+                                    "--init-adapter needs the same settings (pass them)")
+        state = self._state(tensors, where)
+        _same_shapes(state, self.state_dict(), where)
+        self.load_state_dict(state)
 
     @classmethod
     def settings_keys(cls) -> tuple[str, ...]:

@@ -31,6 +31,20 @@ def _diffusers_pattern(pattern: str) -> str:
     return pattern
 
 
+def _same_shapes(theirs: dict[str, torch.Tensor], mine: dict[str, torch.Tensor], where) -> None:
+    """One line naming the first tensor that the other adapter lacks, adds or shapes differently."""
+    for key in sorted(set(theirs) | set(mine)):
+        if key not in mine:
+            raise SidestepError(f"{where}: '{key}' has no place in this run's adapter; --init-adapter needs an "
+                                "adapter on the same modules (--attention-type, --target-modules)")
+        if key not in theirs:
+            raise SidestepError(f"{where}: lacks '{key}' of this run's adapter; --init-adapter needs an adapter on "
+                                "the same modules (--attention-type, --target-modules)")
+        if theirs[key].shape != mine[key].shape:
+            raise SidestepError(f"{where}: '{key}' is {tuple(theirs[key].shape)}, this run's is "
+                                f"{tuple(mine[key].shape)}; --init-adapter needs the same shape (rank/dim)")
+
+
 class PeftAdapter(Adapter):
     """PEFT LoRA injected into the diffusers decoder (via diffusers' own `add_adapter`)."""
 
@@ -91,13 +105,23 @@ class PeftAdapter(Adapter):
     def load(cls, decoder, folder):
         from safetensors.torch import load_file
 
-        config = cls._config_in(folder)
+        return cls.from_files(decoder, cls._config_in(folder), load_file(folder / WEIGHTS), folder / WEIGHTS)
+
+    @staticmethod
+    def _state(tensors: dict[str, torch.Tensor], where) -> dict[str, torch.Tensor]:
+        """File keys (`base_model.model.<ACE-Step name>.lora_A.weight`) -> PEFT's decoder-relative names."""
         state = {}
-        for key, value in load_file(folder / WEIGHTS).items():
+        for key, value in tensors.items():
             if not key.startswith(PEFT_PREFIX):
-                raise SidestepError(f"{folder / WEIGHTS}: key '{key}' lacks PEFT's prefix '{PEFT_PREFIX}'; "
-                                    "not an ACE-Step PEFT adapter")
+                raise SidestepError(f"{where}: key '{key}' lacks PEFT's prefix '{PEFT_PREFIX}'; not an ACE-Step "
+                                    "PEFT adapter")
             state[official_to_decoder_param(key[len(PEFT_PREFIX):])] = value
+        return state
+
+    @classmethod
+    def from_files(cls, decoder, config: dict, tensors: dict[str, torch.Tensor], where) -> "PeftAdapter":
+        """The adapter an adapter_config.json and its tensors (ACE-Step's layout) describe, on `decoder`."""
+        state = cls._state(tensors, where)
         modules = sorted({k.rsplit(".lora_", 1)[0] for k in state if ".lora_" in k})
         options = {"use_rslora": bool(config.get("use_rslora"))}
         for field in ("rank_pattern", "alpha_pattern"):  # PEFT matches them on module names: ours are diffusers'
@@ -105,6 +129,17 @@ class PeftAdapter(Adapter):
         adapter = cls(decoder, modules, config["r"], config["lora_alpha"], 0.0, config.get("bias", "none"), **options)
         adapter.load_state_dict(state)
         return adapter
+
+    def init_from(self, config: dict, tensors: dict[str, torch.Tensor], where) -> None:
+        """Start from another adapter of this kind and shape (--init-adapter): its tensors, this run's settings."""
+        for field, ours in (("r", self.config.r), ("lora_alpha", self.config.lora_alpha),
+                            ("use_rslora", self.config.use_rslora)):
+            if config.get(field, ours if field == "use_rslora" else None) != ours:
+                raise SidestepError(f"{where}: its {field} is {config.get(field)!r}, this run's is {ours!r}; "
+                                    "--init-adapter needs the same settings (pass them)")
+        state, mine = self._state(tensors, where), self.state_dict()
+        _same_shapes(state, mine, where)
+        self.load_state_dict(state)
 
     @classmethod
     def comfyui_tensors(cls, folder):

@@ -24,7 +24,8 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--duration", dest="gen_duration", metavar="SECONDS", type=float, default=30.0,
                        help="Length in seconds (default: 30)")
     group.add_argument("--adapter", dest="gen_adapter", metavar="DIR", default=None,
-                       help="Side-Step adapter folder (an output dir or checkpoints/epoch_N); none = base model")
+                       help="Adapter folder (an output dir or checkpoints/epoch_N) or file (ACE-Step PEFT, "
+                       "diffusers or ComfyUI layout); none = base model")
     group.add_argument("--strength", dest="gen_strength", metavar="S", type=float, default=1.0,
                        help="Adapter strength: 1.0 = as trained, 0 = off (default: 1.0)")
     group.add_argument("--out", dest="gen_out", metavar="FILE.wav", default=None, help="WAV file to write")
@@ -72,12 +73,13 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
         raise SidestepError(f"--strength {args.gen_strength:g} needs --adapter DIR (without one the base model plays)")
     if args.gen_adapter is not None:
         folder = Path(args.gen_adapter).expanduser()
-        if not folder.is_dir():
-            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder or "
-                                "checkpoints/epoch_N")
+        if not folder.exists():
+            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder, "
+                                "checkpoints/epoch_N or an adapter file (ACE-Step PEFT, diffusers, ComfyUI)")
         from sidestep.adapters import KINDS, expected_files
 
-        if not any(k.owns(folder) for k in KINDS.values()):
+        if folder.is_dir() and not any(k.owns(folder) for k in KINDS.values()) and \
+                not any(folder.glob("*.safetensors")):
             raise SidestepError(f"--adapter {folder}: no adapter here (expected {expected_files()})")
     return _check_out(args.gen_out)
 

@@ -32,8 +32,8 @@ from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
 DRY_RUN_ENV = "SIDESTEP_WIZARD_DRY_RUN"
 
 CONFIG_FIELDS = {f.name: f for f in Config.fields()}
-PATH_FIELDS = {"checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "log_dir", "audio_dir", "dataset_json",
-               "tensor_output", "module_config", "output"}
+PATH_FIELDS = {"checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "init_adapter", "log_dir", "audio_dir",
+               "dataset_json", "tensor_output", "module_config", "output"}
 # attention_type / target_modules sit in the LoRA group but choose every kind's targets; each kind's own group
 # (its label) is titled after it.
 STEP_TITLES = {"LoRA": lambda a: f"{KINDS[_adapter(a)].label} settings" if KINDS[_adapter(a)].library == "PEFT"
