@@ -79,6 +79,10 @@ def test_an_unknown_folder_names_every_kinds_files(tmp_path):
 
 SETTINGS = {"lora": {}, "dora": {}, "lokr": {}, "loha": {"loha_linear_dim": 4, "loha_linear_alpha": 2.0},
             "oft": {"oft_block_size": 4, "oft_constraint": 0.05}}
+# runs: name -> (kind, options); LyCORIS' weight decomposition too (ComfyUI's `.dora_scale` for those kinds)
+RUNS = {**{kind: (kind, extra) for kind, extra in SETTINGS.items()},
+        "lokr_wd": ("lokr", {"lokr_weight_decompose": True}),
+        "loha_wd": ("loha", {**SETTINGS["loha"], "loha_weight_decompose": True})}
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +91,12 @@ def trained(tiny_root_readonly, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kinds")
     dataset = write_tensor_dataset(tmp / "ds", n=2)
     runs = {}
-    for kind, extra in SETTINGS.items():
-        config = Config(checkpoint_dir=str(tiny_root_readonly), dataset_dir=str(dataset), output_dir=str(tmp / kind),
+    for name, (kind, extra) in RUNS.items():
+        config = Config(checkpoint_dir=str(tiny_root_readonly), dataset_dir=str(dataset), output_dir=str(tmp / name),
                         adapter_type=kind, epochs=2, save_every=1, rank=4, alpha=16, lokr_linear_dim=4,
                         lokr_linear_alpha=8, learning_rate=2e-2, warmup_steps=0, gradient_accumulation=1,
                         num_workers=0, dropout=0.0, target_modules=["q_proj", "o_proj"], **extra)
-        runs[kind] = train(config, "fixed", quiet=True).output_dir
+        runs[name] = train(config, "fixed", quiet=True).output_dir
     return runs
 
 
@@ -253,7 +257,7 @@ def comfyui_weight(file: dict[str, torch.Tensor], prefix: str, weight: torch.Ten
     return adapted * (scale / (weight.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps))
 
 
-@pytest.mark.parametrize("kind", list(SETTINGS))
+@pytest.mark.parametrize("kind", list(RUNS))
 def test_comfyui_export_applies_the_change_peft_or_lycoris_apply(trained, tiny_root_readonly, tmp_path, kind):
     target = tmp_path / f"{kind}.safetensors"
     assert main(["--plain", "export", "--format", "comfyui", str(trained[kind]), str(target)]) == 0
@@ -472,3 +476,12 @@ def test_training_with_init_adapter(tiny_root_readonly, tmp_path):
     assert warm.losses[0] != cold.losses[0]  # the warm start begins where the first run ended
     with pytest.raises(SidestepError, match="--init-adapter .*: not found"):
         train_tiny_lora(tiny_root_readonly, tmp_path / "d", epochs=1, init_adapter=str(tmp_path / "nope"))
+
+
+def test_comfyui_export_of_lycoris_weight_decomposition_is_not_read_back_as_lycoris(trained, tmp_path):
+    from sidestep.train.export import export_adapter
+
+    target = export_adapter("comfyui", trained["loha_wd"], tmp_path / "c.safetensors")
+    with pytest.raises(SidestepError, match="a ComfyUI export of a weight-decomposed LoHA"):
+        load_adapter(load_dit(Path(json.loads((trained["loha_wd"] / "sidestep_run.json").read_text())["config"]
+                                   ["checkpoint_dir"]) / "acestep-v15-turbo").transformer, target)

@@ -94,9 +94,9 @@ def official_to_decoder_param(name: str) -> str:
     return official_to_diffusers("decoder." + name)[1]
 
 
-def base_weights(folder: Path, modules: list[str]) -> dict[str, torch.Tensor]:
-    """The base model's fp32 weights of `modules` (ACE-Step names), for the model the adapter in `folder` was
-    trained on (its `sidestep_run.json`: --checkpoint-dir and the model folder)."""
+def base_decoder(folder: Path) -> torch.nn.Module:
+    """The base decoder (fp32, CPU) of the model the adapter in `folder` was trained on (its `sidestep_run.json`:
+    --checkpoint-dir and the model folder)."""
     from sidestep.model.discovery import find_model
     from sidestep.model.loader import load_model_dit
 
@@ -111,9 +111,22 @@ def base_weights(folder: Path, modules: list[str]) -> dict[str, torch.Tensor]:
         entry = find_model(root, variant)
     except SidestepError as err:
         raise SidestepError(f"this export needs the base model the adapter was trained on: {err}") from None
-    decoder = load_model_dit(entry, with_condition_encoder=False).transformer
-    params = dict(decoder.named_parameters())
+    return load_model_dit(entry, with_condition_encoder=False).transformer
+
+
+def base_weights(folder: Path, modules: list[str]) -> dict[str, torch.Tensor]:
+    """The base model's fp32 weights of `modules` (ACE-Step names), see `base_decoder`."""
+    params = dict(base_decoder(folder).named_parameters())
     return {m: params[decoder_path_to_diffusers(m) + ".weight"].detach().float() for m in modules}
+
+
+def comfyui_dora_scale(magnitude: torch.Tensor, base: torch.Tensor, adapted: torch.Tensor,
+                       adapted_eps: float = 0.0) -> torch.Tensor:
+    """A magnitude that divides the adapted rows by their own norm (PEFT, LyCORIS: m / (||W + dW|| + adapted_eps))
+    as ComfyUI's `.dora_scale` [out, 1], which ComfyUI divides by the *base* rows' norm + fp32 eps instead."""
+    eps = torch.finfo(torch.float32).eps
+    ratio = (base.float().norm(dim=1) + eps) / (adapted.float().norm(dim=1) + adapted_eps)
+    return (magnitude.float().reshape(-1) * ratio).unsqueeze(1).to(magnitude.dtype).contiguous()
 
 
 def no_modules() -> SidestepError:

@@ -5,9 +5,7 @@
 `base_model.model.<module>.lora_magnitude_vector` (docs/design.md §6.1).
 """
 
-import torch
-
-from sidestep.adapters.base import base_weights
+from sidestep.adapters.base import base_weights, comfyui_dora_scale
 from sidestep.adapters.peft_family import COMFY_PREFIX, PEFT_PREFIX, WEIGHTS, PeftAdapter
 
 
@@ -28,13 +26,10 @@ class Dora(PeftAdapter):
         magnitudes = {k[len(PEFT_PREFIX):-len(".lora_magnitude_vector")]: v
                       for k, v in load_file(folder / WEIGHTS).items() if k.endswith(".lora_magnitude_vector")}
         weights = base_weights(folder, sorted(magnitudes))
-        eps = torch.finfo(torch.float32).eps
         for module, magnitude in magnitudes.items():
             key = COMFY_PREFIX + module
             down, up = out[f"{key}.lora_A.weight"].float(), out[f"{key}.lora_B.weight"].float()
             scale = out[f"{key}.alpha"].item() / down.shape[0]  # what ComfyUI will apply
-            base = weights[module]
-            adapted = base + scale * (up @ down)
-            ratio = (base.norm(dim=1) + eps) / adapted.norm(dim=1)
-            out[f"{key}.dora_scale"] = (magnitude.float() * ratio).unsqueeze(1).to(magnitude.dtype).contiguous()
+            adapted = weights[module] + scale * (up @ down)
+            out[f"{key}.dora_scale"] = comfyui_dora_scale(magnitude, weights[module], adapted)
         return out, header

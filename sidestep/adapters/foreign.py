@@ -194,6 +194,11 @@ def _lycoris(file: Path, header: dict, tensors: dict[str, torch.Tensor], officia
         raise SidestepError(f"{file}: LyCORIS keys of {'no known' if not algos else 'several'} algorithm(s) "
                             f"({', '.join(sorted(algos)) or next(iter(tensors))}); Side-Step reads LoKR, LoHA or OFT")
     kind = kinds[algos.pop()]
+    from sidestep.adapters.lycoris_family import COMFY_DORA_MARK
+
+    if COMFY_DORA_MARK in header:
+        raise SidestepError(f"{file}: a ComfyUI export of a weight-decomposed {kind.label}, whose .dora_scale only "
+                            "ComfyUI reads right; load the Side-Step folder it was exported from")
     if f"{kind.name}_config" in header:  # written by Side-Step (also its ComfyUI export)
         config = json.loads(header[f"{kind.name}_config"])
     else:

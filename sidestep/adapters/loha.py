@@ -24,10 +24,3 @@ class Loha(LycorisAdapter):
     @classmethod
     def summary(cls, config):
         return f"LoHA (LyCORIS) dim {config.loha_linear_dim}, alpha {config.loha_linear_alpha}"
-
-    @classmethod
-    def comfyui_refusal(cls, s):
-        if s.get("weight_decompose"):
-            return ("trained with --loha-weight-decompose; ComfyUI normalises that magnitude by the base weight's "
-                    "norm instead of the adapted one, so it would play differently: export without it")
-        return None

@@ -27,10 +27,3 @@ class Lokr(LycorisAdapter):
     def summary(cls, config):
         return (f"LoKR (LyCORIS) dim {config.lokr_linear_dim}, alpha {config.lokr_linear_alpha}, "
                 f"factor {config.lokr_factor}")
-
-    @classmethod
-    def comfyui_refusal(cls, s):
-        if s.get("weight_decompose"):
-            return ("trained with --lokr-weight-decompose; ComfyUI normalises that magnitude by the base weight's "
-                    "norm instead of the adapted one, so it would play differently: export without it")
-        return None

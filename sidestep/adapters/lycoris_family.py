@@ -18,6 +18,9 @@ from sidestep.adapters.base import Adapter, candidate_modules, copy_into, decode
 from sidestep.errors import SidestepError
 
 
+COMFY_DORA_MARK = "sidestep_comfyui_dora_scale"  # header entry of a ComfyUI export whose .dora_scale was rewritten
+
+
 def lycoris_name(module: str) -> str:
     """LyCORIS' name of a decoder module: `lycoris_` + the path with `.` -> `_`."""
     return "lycoris_" + module.replace(".", "_")
@@ -171,7 +174,33 @@ class LycorisAdapter(Adapter):
             raise SidestepError(f"{folder}: {refusal}")
         with safe_open(str(path), "pt") as f:
             header = dict(f.metadata() or {})
-        return cls.comfyui_fix(load_file(path), config), dict(header, source="side-step", adapter=cls.name)
+        tensors = cls.comfyui_fix(load_file(path), config)
+        header = dict(header, source="side-step", adapter=cls.name)
+        if any(k.endswith(".dora_scale") for k in tensors):
+            tensors = cls._comfyui_dora_scales(folder, tensors)
+            header[COMFY_DORA_MARK] = "divided by the base weight's row norms (ComfyUI), not LyCORIS' magnitude"
+        return tensors, header
+
+    @classmethod
+    def _comfyui_dora_scales(cls, folder: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weight decomposition (`--*-weight-decompose`): LyCORIS divides the adapted rows by their own norm,
+        ComfyUI by the base rows' norm, so each `.dora_scale` is rewritten for ComfyUI (`comfyui_dora_scale`)
+        from LyCORIS' own weight change on the base model named in sidestep_run.json."""
+        from sidestep.adapters.base import base_decoder, comfyui_dora_scale
+
+        adapter = cls.load(base_decoder(folder), folder)
+        out = dict(tensors)
+        with torch.no_grad():
+            for module in adapter.network.loras:
+                if not getattr(module, "wd", False) or not getattr(module, "wd_on_out", True):
+                    raise SidestepError(f"{folder}: {module.lora_name} decomposes on the input axis, which ComfyUI "
+                                        "reads differently; export without weight decomposition")
+                base = module.org_weight.detach().float()
+                # the weight change as LyCORIS' forward computes it (its get_diff_weight scales once more)
+                adapted = base + (module.get_weight(module.shape) * module.scalar).float()
+                key = f"{adapter._official[module.lora_name]}.dora_scale"
+                out[key] = comfyui_dora_scale(module.dora_scale.detach(), base, adapted, torch.finfo(torch.float32).eps)
+        return out
 
     # -- one adapter ------------------------------------------------------------------------------
     def parameters(self) -> list[torch.nn.Parameter]:
