@@ -68,7 +68,7 @@ def _child(run: dict, args: dict, queue) -> None:
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.checkpointing import enable_checkpointing
     from sidestep.model.loader import transformer_kwargs
-    from sidestep.train.adapters import build_adapter
+    from sidestep.adapters import build_adapter
     from sidestep.train.compile import compile_blocks
     from sidestep.train.forecast import forecast
     from sidestep.train.objective import Objective, flow_matching_loss, sample_generators

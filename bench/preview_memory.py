@@ -98,7 +98,7 @@ def main() -> None:
     from sidestep.config import Config
     from sidestep.model.discovery import locate_parts
     from sidestep.model.loader import load_model_dit
-    from sidestep.train.adapters import build_adapter
+    from sidestep.adapters import build_adapter
     from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
     from sidestep.train.previews import PreviewSampler, free_memory
 

@@ -92,7 +92,8 @@ def _child(variant: str, args: dict, queue) -> None:
         optimizer = torch.optim.AdamW(params, lr=1e-4)
     else:
         from sidestep.model.attention import use_fast_attention
-        from sidestep.train.adapters import LoraAdapter, select_target_modules
+        from sidestep.adapters import select_target_modules
+        from sidestep.adapters.lora import Lora as LoraAdapter
 
         use_fast_attention(decoder, device)
         adapter = LoraAdapter(decoder, select_target_modules(decoder), rank=64, alpha=128, dropout=0.0)

@@ -54,7 +54,7 @@ def _child(args: dict, queue) -> None:
     from sidestep.model.configs import RELEASED_XL_CONFIG
     from sidestep.model.loader import build_modules
     from sidestep.runtime import TORCH_DTYPE
-    from sidestep.train.adapters import build_adapter
+    from sidestep.adapters import build_adapter
     from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
     from sidestep.train.optim import build_optimizer
     from sidestep.train.quantize import quantize_base

@@ -59,7 +59,11 @@ class Config:
                         choices=("auto", "ddp", "fsdp"))
 
     # Adapter
-    adapter_type: str = opt("lora", "Adapter", "lora (PEFT) or lokr (LyCORIS)", choices=("lora", "lokr"), basic=True)
+    adapter_type: str = opt("lora", "Adapter", "lora, dora (PEFT), lokr, loha or oft (LyCORIS); the kinds are "
+                            "sidestep/adapters/", choices=("lora", "dora", "lokr", "loha", "oft"), basic=True)
+
+    init_adapter: str | None = opt(None, "Adapter", "Start training from this adapter (same kind and shape): a "
+                                   "Side-Step folder, ACE-Step PEFT, diffusers or ComfyUI file")
 
     # LoRA
     rank: int = opt(64, "LoRA", "LoRA rank", flags=("-r", "--rank"), basic=True, bounds="[1,inf)")
@@ -79,6 +83,22 @@ class Config:
     lokr_use_tucker: bool = opt(False, "LoKR", "Tucker decomposition")
     lokr_use_scalar: bool = opt(False, "LoKR", "Trainable scalar")
     lokr_weight_decompose: bool = opt(False, "LoKR", "DoRA-style weight decomposition")
+
+    # LoHA (LyCORIS `loha`; defaults are LyCORIS' own)
+    loha_linear_dim: int = opt(4, "LoHA", "LoHA linear dimension (rank of each Hadamard factor)", basic=True,
+                               bounds="[1,inf)")
+    loha_linear_alpha: float = opt(1.0, "LoHA", "LoHA linear alpha (scale = alpha / dim)", basic=True,
+                                   bounds="(0,inf)")
+    loha_use_tucker: bool = opt(False, "LoHA", "Tucker decomposition (conv kernels only)")
+    loha_use_scalar: bool = opt(False, "LoHA", "Trainable scalar")
+    loha_weight_decompose: bool = opt(False, "LoHA", "DoRA-style weight decomposition")
+
+    # OFT (LyCORIS `diag-oft`; defaults are LyCORIS' own)
+    oft_block_size: int = opt(4, "OFT", "OFT block size (the output rows are rotated in blocks of about this size)",
+                              basic=True, bounds="[1,inf)")
+    oft_constraint: float = opt(0.0, "OFT", "Bound on the rotation's norm, per output row (0 = none)",
+                                bounds="[0,inf)")
+    oft_rescaled: bool = opt(False, "OFT", "Train a rescale factor per output row")
 
     # Training hyperparameters
     learning_rate: float = opt(1e-4, "Training", "Learning rate (1.0 for prodigy)", flags=("--lr", "--learning-rate"),

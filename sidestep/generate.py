@@ -304,82 +304,44 @@ def write_wav(path: str | Path, waveform: torch.Tensor, sample_rate: int) -> Pat
     return path
 
 
-def _lycoris_networks(target: Any) -> list:
-    from lycoris import LycorisNetwork
+def _adapter_of(target: Any):
+    from sidestep.adapters import attached
 
-    if isinstance(target, LycorisNetwork):
-        return [target]
-    network = getattr(target, "network", None)  # sidestep LokrAdapter
-    if isinstance(network, LycorisNetwork):
-        return [network]
-    module = getattr(target, "decoder", target)
-    return [m for m in module.modules() if isinstance(m, LycorisNetwork)] if isinstance(module, torch.nn.Module) else []
+    adapter = attached(target)
+    if adapter is None:
+        raise SidestepError("no Side-Step adapter found on this decoder; nothing to scale")
+    return adapter
 
 
-def _lora_layers(target: Any) -> list:
-    from peft.tuners.lora import LoraLayer
+def has_adapter(module: Any) -> bool:
+    from sidestep.adapters import attached
 
-    module = getattr(target, "decoder", target)
-    return [m for m in module.modules() if isinstance(m, LoraLayer)] if isinstance(module, torch.nn.Module) else []
+    return attached(module) is not None
 
 
 def set_adapter_strength(target: Any, strength: float) -> None:
     """Scale the adapter on a decoder: 1.0 = as trained, 0 = exactly the base model.
 
-    `target`: a Side-Step adapter (LoraAdapter / LokrAdapter), a LyCORIS network, or the decoder.
-    LoRA: PEFT's scale (strength x lora_alpha / r); 0 switches the LoRA layers off, so the base
-    layers run alone. LoKR: the LyCORIS multiplier; 0 unhooks the network (DoRA-safe).
+    `target`: a Side-Step adapter, or the decoder carrying one; its kind knows how it scales
+    (`Adapter.set_strength`, sidestep/adapters/).
     """
     strength = float(strength)
     if not math.isfinite(strength):
         raise SidestepError(f"--strength {strength}: must be a finite number (1.0 = as trained, 0 = off)")
-    layers, networks = _lora_layers(target), _lycoris_networks(target)
-    if not layers and not networks:
-        raise SidestepError("no LoRA or LoKR adapter found on this decoder; nothing to scale")
-    for layer in layers:
-        if strength == 0.0:
-            if not layer.disable_adapters:
-                layer.enable_adapters(False)
-            continue
-        if layer.disable_adapters:
-            layer.enable_adapters(True)
-        for name in layer.active_adapters:
-            layer.set_scale(name, strength)
-    for network in networks:
-        unhooked = getattr(network, "_sidestep_unhooked", False)
-        if strength == 0.0 and not unhooked:
-            network.restore()
-        elif strength != 0.0 and unhooked:
-            network.apply_to()
-        network._sidestep_unhooked = strength == 0.0
-        network.set_multiplier(strength)
+    _adapter_of(target).set_strength(strength)
 
 
 @contextlib.contextmanager
 def adapter_strength(target: Any, strength: float) -> Iterator[None]:
     """`set_adapter_strength` for the duration of a block; everything (scales, hooks, requires_grad) restored."""
-    layers, networks = _lora_layers(target), _lycoris_networks(target)
-    module = getattr(target, "decoder", target)
-    grads = {p: p.requires_grad for p in module.parameters()} if isinstance(module, torch.nn.Module) else {}
-    for network in networks:
-        grads.update({p: p.requires_grad for p in network.parameters()})
-    saved_layers = [(layer, dict(layer.scaling), layer.disable_adapters) for layer in layers]
-    saved_networks = [(n, n.multiplier, getattr(n, "_sidestep_unhooked", False)) for n in networks]
-    set_adapter_strength(target, strength)
+    adapter = _adapter_of(target)
+    grads = {p: p.requires_grad for p in adapter.decoder.parameters()}
+    grads.update({p: p.requires_grad for p in adapter.parameters()})
+    saved = adapter.strength_state()
+    set_adapter_strength(adapter, strength)
     try:
         yield
     finally:
-        for layer, scaling, disabled in saved_layers:
-            if layer.disable_adapters != disabled:
-                layer.enable_adapters(not disabled)
-            layer.scaling.update(scaling)
-        for network, multiplier, unhooked in saved_networks:
-            now = getattr(network, "_sidestep_unhooked", False)
-            if now and not unhooked:
-                network.apply_to()
-            elif unhooked and not now:
-                network.restore()
-            network._sidestep_unhooked = unhooked
-            network.set_multiplier(multiplier)
+        adapter.restore_strength(saved)
         for param, flag in grads.items():
             param.requires_grad_(flag)

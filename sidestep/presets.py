@@ -27,8 +27,8 @@ BUILTIN_DIR = Path(str(resources.files("sidestep") / "builtin_presets"))
 BUILTIN_NAMES = ("recommended", "high_quality", "quick_test", "vram_24gb_plus", "vram_16gb", "vram_12gb", "vram_8gb")
 META_KEYS = ("name", "description")
 # Where a run reads and writes, not how it trains: never stored in a preset saved from the wizard.
-RUN_SPECIFIC = ("checkpoint_dir", "model_variant", "base_model", "dataset_dir", "output_dir", "resume_from", "log_dir",
-                "preprocess", "audio_dir", "dataset_json", "tensor_output", "module_config", "device", "devices",
+RUN_SPECIFIC = ("checkpoint_dir", "model_variant", "base_model", "dataset_dir", "output_dir", "resume_from",
+                "init_adapter", "log_dir", "preprocess", "audio_dir", "dataset_json", "tensor_output", "module_config", "device", "devices",
                 "num_nodes")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

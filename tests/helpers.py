@@ -63,3 +63,13 @@ def comfyui_to_side_step(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Te
         else:
             out[key] = value
     return out
+
+
+def LokrAdapter(decoder, modules, linear_dim, linear_alpha, factor=-1,  # noqa: N802
+                decompose_both=False, use_tucker=False, use_scalar=False, weight_decompose=False):
+    """LoKR with the LyCORIS options by name (as `Lokr.settings` names them)."""
+    from sidestep.adapters.lokr import Lokr
+
+    return Lokr(decoder, modules, dict(linear_dim=linear_dim, linear_alpha=linear_alpha, factor=factor,
+                                       decompose_both=decompose_both, use_tucker=use_tucker, use_scalar=use_scalar,
+                                       weight_decompose=weight_decompose))

@@ -6,7 +6,9 @@ import torch
 from sidestep.errors import SidestepError
 from sidestep.model.configs import RELEASED_2B_CONFIG
 from sidestep.model.loader import build_modules, load_dit
-from sidestep.train.adapters import LokrAdapter, LoraAdapter, select_target_modules
+from sidestep.adapters import select_target_modules
+from sidestep.adapters.lora import Lora as LoraAdapter
+from helpers import LokrAdapter
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def trained(tiny_root_readonly, tmp_path_factory):
 
 
 def _ours(root, folder):
-    from sidestep.train.adapters import load_adapter
+    from sidestep.adapters import load_adapter
 
     decoder = load_dit(root / "acestep-v15-turbo").transformer
     load_adapter(decoder, folder)

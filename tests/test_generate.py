@@ -14,7 +14,8 @@ from sidestep.generate import (BASE_SETTINGS, TURBO_SETTINGS, adapter_strength, 
                                sampler_settings, set_adapter_strength, write_wav)
 from sidestep.model.discovery import find_model, locate_parts, resolve_training_model
 from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
-from sidestep.train.adapters import LokrAdapter, LoraAdapter, select_target_modules
+from sidestep.adapters import KINDS, select_target_modules
+from sidestep.config import Config
 
 DURATION = 1.5
 
@@ -90,13 +91,14 @@ def _forward(decoder, seed=0):
         return decoder(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=enc, context_latents=ctx).sample
 
 
-@pytest.mark.parametrize("kind", ["lora", "lokr"])
+@pytest.mark.parametrize("kind", ["lora", "lokr", "dora", "loha", "oft"])
 def test_strength_zero_is_exactly_the_base_model(tiny_root_readonly, kind):
     parts = locate_parts(tiny_root_readonly, "turbo")
     decoder = load_model_dit(parts.model).transformer.eval()
     base = _forward(decoder)
     modules = select_target_modules(decoder)
-    adapter = LoraAdapter(decoder, modules, 4, 8, 0.0) if kind == "lora" else LokrAdapter(decoder, modules, 4, 8)
+    config = Config(adapter_type=kind, rank=4, alpha=8, dropout=0.0, lokr_linear_dim=4, lokr_linear_alpha=8)
+    adapter = KINDS[kind].build(config, decoder, modules)
     _randomize(adapter.parameters())
     decoder.eval()
     trained = _forward(decoder)
@@ -115,7 +117,7 @@ def test_strength_zero_is_exactly_the_base_model(tiny_root_readonly, kind):
     set_adapter_strength(adapter, 0.5)
     half = _forward(decoder)
     assert not torch.equal(half, trained) and not torch.equal(half, base)
-    if kind == "lora":  # PEFT scale: strength x alpha / r
+    if kind in ("lora", "dora"):  # PEFT scale: strength x alpha / r
         from peft.tuners.lora import LoraLayer
 
         assert {v for layer in adapter.decoder.modules() if isinstance(layer, LoraLayer)

@@ -32,8 +32,7 @@ def _config(root, dataset, out, **changes):
 
 
 def _weights(folder):
-    name = "adapter_model.safetensors" if (folder / "adapter_model.safetensors").is_file() else \
-        "lokr_weights.safetensors"
+    name = next(p.name for p in folder.glob("*.safetensors"))  # the kind's one weights file
     return load_file(folder / name)
 
 
@@ -49,7 +48,9 @@ def dataset(tmp_path_factory):
     return write_tensor_dataset(tmp_path_factory.mktemp("resume") / "ds", n=5)
 
 
-@pytest.mark.parametrize("adapter,extra", [("lora", {}), ("lokr", {"lokr_use_scalar": True})])
+@pytest.mark.parametrize("adapter,extra", [("lora", {}), ("lokr", {"lokr_use_scalar": True}), ("dora", {}),
+                                           ("loha", {"loha_use_scalar": True}),
+                                           ("oft", {"oft_constraint": 0.05, "oft_rescaled": True})])
 def test_resume_after_any_epoch_is_bit_identical(tiny_root_readonly, dataset, tmp_path, adapter, extra):
     full = train(_config(tiny_root_readonly, dataset, tmp_path / "full", adapter_type=adapter, **extra), "fixed",
                  quiet=True)

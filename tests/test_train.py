@@ -11,7 +11,7 @@ from sidestep.cli.main import main
 from sidestep.config import Config
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.model.loader import load_dit
-from sidestep.train.adapters import load_adapter
+from sidestep.adapters import load_adapter
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
 from sidestep.train.recipe import train
 

@@ -8,7 +8,8 @@ from helpers import write_tensor_dataset
 from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.errors import SidestepError
 from sidestep.model.loader import load_dit
-from sidestep.train.adapters import LoraAdapter, select_target_modules
+from sidestep.adapters import select_target_modules
+from sidestep.adapters.lora import Lora as LoraAdapter
 from sidestep.train.validation import VAL_GRID, split_dataset, validation_loss
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from helpers import write_tensor_dataset
+from sidestep.adapters import option_owners
 from sidestep.config import Config
-from wizard_pty import TRAIN_PY, Wizard, main_menu, quit_wizard, wizard_env, write_settings
+from wizard_pty import TRAIN_PY, Wizard, main_menu, pick_kind, quit_wizard, wizard_env, write_settings
 
 
 @pytest.fixture
@@ -99,6 +100,7 @@ def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
 
 def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
     main_menu(w, "2")
+    pick_kind(w, "2")  # LoKR
     setup_answers(w, preset="quick_test")
     asked = w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "lokr_out"}, "Same run from the command")
     assert asked == ["checkpoint-dir", "dataset-dir", "lokr-linear-dim", "lokr-linear-alpha", "learning-rate",
@@ -172,6 +174,7 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
 def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path, tiny_root_readonly, monkeypatch):
     w = wizard()
     main_menu(w, "2")
+    pick_kind(w, "2")  # LoKR
     setup_answers(w, mode="2", level="advanced")
     answers = {"device": "cpu", "precision": "fp32", "attention-type": "self", "target-modules": "q_proj v_proj",
                "lokr-linear-dim": "8", "lokr-linear-alpha": "16", "lokr-factor": "4", "lokr-use-tucker": "y",
@@ -182,10 +185,12 @@ def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path
     finish(w, command="vanilla")
     quit_wizard(w)
 
-    # advanced mode asks every vanilla option but the menu's adapter type, the LoRA-only ones, the model
+    # advanced mode asks every vanilla option but the menu's adapter type, the other kinds' own ones, the model
     # (picked from the list), the base (only when the config cannot tell) and the --preprocess branch
-    not_asked = {"adapter_type", "rank", "alpha", "dropout", "bias", "model_variant", "base_model", "audio_dir",
-                 "dataset_json", "tensor_output", "max_duration", "vae_mode"}
+    other_kinds = {name for name, kinds in option_owners().items() if "lokr" not in kinds}
+    not_asked = {"adapter_type", "model_variant", "base_model", "audio_dir", "dataset_json", "tensor_output",
+                 "max_duration", "vae_mode"} | other_kinds
+    assert {"rank", "alpha", "dropout", "bias", "loha_linear_dim", "oft_block_size"} <= other_kinds
     expected_flags = {(f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[-1].lstrip("-")
                       for f in Config.fields() if "vanilla" in f.metadata["commands"] and f.name not in not_asked}
     assert set(asked) == expected_flags and "cfg-ratio" not in asked  # CFG dropout is corrected-mode only
@@ -258,7 +263,7 @@ def preprocess_then_train(w: Wizard, tmp_path: Path) -> None:
     assert asked == ["checkpoint-dir", "audio-dir", "dataset-json", "tensor-output"]
     w.answer(r"Start preprocessing\? \[Y/n\]: $", "")
     w.answer(r"Train on them now\? \[Y/n\]: $", "y")
-    w.answer(r"Adapter:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "1")
+    w.answer(r"Adapter:\n(?:.*\n)*  Choose 1-5 \[1\]: $", "1")  # LoRA, of the 5 kinds
     setup_answers(w)
     w.fill({"output-dir": "chained"}, "Same run from the command line")
     finish(w)

@@ -17,7 +17,9 @@ from sidestep.cli.main import main
 from sidestep.errors import SidestepError
 from sidestep.model import discovery
 from sidestep.model.loader import CheckpointError, has_timbre_token, load_dit, load_model_dit
-from sidestep.train.adapters import LokrAdapter, LoraAdapter, load_adapter, select_target_modules
+from sidestep.adapters import load_adapter, select_target_modules
+from sidestep.adapters.lora import Lora as LoraAdapter
+from helpers import LokrAdapter
 from sidestep.train.checkpoints import save_adapter
 
 XL = "acestep-v15-xl-turbo"
@@ -272,8 +274,8 @@ def test_adapter_records_its_model_and_refuses_the_other_family(xl_root_readonly
                                             r"onto ACE-Step XL \(decoder 96 wide, 4 layers\)"):
         load_adapter(xl_decoder, b2_adapter)
     # the right family loads
-    assert load_adapter(xl_decoder, xl_adapter).kind == kind
-    assert load_adapter(b2_decoder, b2_adapter).kind == kind
+    assert load_adapter(xl_decoder, xl_adapter).name == kind
+    assert load_adapter(b2_decoder, b2_adapter).name == kind
 
 
 def test_adapter_without_a_record_is_checked_by_its_shapes(xl_root_readonly, tmp_path):

@@ -232,7 +232,7 @@ def _xl_decoder_silence(root):
 @pytest.mark.parametrize("mode", ["fixed", "vanilla"])
 @pytest.mark.parametrize("kind", ["lora", "lokr"])
 def test_fixed_and_vanilla_lora_and_lokr_train_on_xl(xl_trained, xl_root_readonly, mode, kind):
-    from sidestep.train.adapters import load_adapter
+    from sidestep.adapters import load_adapter
 
     result = xl_trained[mode, kind]
     assert result.optimizer_steps > 0 and all(torch.isfinite(torch.tensor(result.losses)))
@@ -243,7 +243,7 @@ def test_fixed_and_vanilla_lora_and_lokr_train_on_xl(xl_trained, xl_root_readonl
         before = base(**_xl_inputs()).sample
         adapter = load_adapter(base, result.output_dir)
         after = base.eval()(**_xl_inputs()).sample
-    assert adapter.kind == kind and len(adapter.modules) == 8 * TINY_XL_DIT_CONFIG["num_hidden_layers"]
+    assert adapter.name == kind and len(adapter.modules) == 8 * TINY_XL_DIT_CONFIG["num_hidden_layers"]
     assert (after - before).abs().max() > 1e-4  # it learned something
 
 
@@ -252,7 +252,9 @@ def test_released_xl_adapters_have_256_modules():
     all 32 layers, and the LoRA file would hold 512 tensors under ACE-Step's names."""
     from sidestep.model.configs import RELEASED_XL_CONFIG
     from sidestep.model.loader import build_modules
-    from sidestep.train.adapters import LokrAdapter, LoraAdapter, select_target_modules
+    from sidestep.adapters import select_target_modules
+    from sidestep.adapters.lora import Lora as LoraAdapter
+    from helpers import LokrAdapter
 
     official = set(json.loads((Path(__file__).resolve().parents[1] / "reference/xl/keys-v15-xl.json").read_text()))
     decoder = build_modules(RELEASED_XL_CONFIG)["transformer"]
@@ -283,7 +285,7 @@ class _OfficialNames(torch.nn.Module):
 
 
 def _ours(root, folder):
-    from sidestep.train.adapters import load_adapter
+    from sidestep.adapters import load_adapter
 
     decoder = _xl_decoder(root)
     load_adapter(decoder, folder)

@@ -125,6 +125,11 @@ def main_menu(wizard: Wizard, choice: str) -> None:
     wizard.answer(r"Main menu\n(?:.*\n)*?  Choose 1-7 \[1\]: $", choice)
 
 
+def pick_kind(wizard: Wizard, number: str) -> None:
+    """After main menu item 2: the kind (1 DoRA, 2 LoKR, 3 LoHA, 4 OFT)."""
+    wizard.answer(r"Adapter kind:\n(?:.*\n)*?  Choose 1-4 \[1\]: $", number)
+
+
 def quit_wizard(wizard: Wizard) -> None:
     main_menu(wizard, "7")
     wizard.expect("Bye.")

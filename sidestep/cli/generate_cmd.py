@@ -24,7 +24,8 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--duration", dest="gen_duration", metavar="SECONDS", type=float, default=30.0,
                        help="Length in seconds (default: 30)")
     group.add_argument("--adapter", dest="gen_adapter", metavar="DIR", default=None,
-                       help="Side-Step adapter folder (an output dir or checkpoints/epoch_N); none = base model")
+                       help="Adapter folder (an output dir or checkpoints/epoch_N) or file (ACE-Step PEFT, "
+                       "diffusers or ComfyUI layout); none = base model")
     group.add_argument("--strength", dest="gen_strength", metavar="S", type=float, default=1.0,
                        help="Adapter strength: 1.0 = as trained, 0 = off (default: 1.0)")
     group.add_argument("--out", dest="gen_out", metavar="FILE.wav", default=None, help="WAV file to write")
@@ -72,12 +73,14 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
         raise SidestepError(f"--strength {args.gen_strength:g} needs --adapter DIR (without one the base model plays)")
     if args.gen_adapter is not None:
         folder = Path(args.gen_adapter).expanduser()
-        if not folder.is_dir():
-            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder or "
-                                "checkpoints/epoch_N")
-        if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
-            raise SidestepError(f"--adapter {folder}: no adapter here (expected adapter_config.json + "
-                                "adapter_model.safetensors, or lokr_weights.safetensors)")
+        if not folder.exists():
+            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder, "
+                                "checkpoints/epoch_N or an adapter file (ACE-Step PEFT, diffusers, ComfyUI)")
+        from sidestep.adapters import KINDS, expected_files
+
+        if folder.is_dir() and not any(k.owns(folder) for k in KINDS.values()) and \
+                not any(folder.glob("*.safetensors")):
+            raise SidestepError(f"--adapter {folder}: no adapter here (expected {expected_files()})")
     return _check_out(args.gen_out)
 
 
@@ -112,12 +115,12 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
     dit = load_model_dit(parts.model, device=device, dtype=dtype, silence_latent=parts.silence_latent)
     adapter_note = "base model"
     if args.gen_adapter is not None:
-        from sidestep.train.adapters import load_adapter
+        from sidestep.adapters import load_adapter
 
         adapter = load_adapter(dit.transformer, Path(args.gen_adapter).expanduser())
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
-        adapter_note = f"{adapter.kind} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
+        adapter_note = f"{adapter.label} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
         trigger = _trigger(Path(args.gen_adapter).expanduser())
         if trigger and trigger.lower() not in args.gen_prompt.lower():
             console.print(f"note: this adapter was trained with the trigger tag '{trigger}'; put it in --prompt "

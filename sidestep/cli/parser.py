@@ -54,7 +54,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 def build_parser(commands: list[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Side-Step: LoRA / LoKR fine-tuning for ACE-Step 1.5. "
+        prog="train.py", description="Side-Step: LoRA, DoRA, LoKR, LoHA and OFT fine-tuning for ACE-Step 1.5. "
         "Run without arguments for the guided wizard.")
     parser.add_argument("--version", action="version", version=f"Side-Step {__version__}")
     parser.add_argument("--plain", action="store_true", help="Plain text output (automatic when piped)")

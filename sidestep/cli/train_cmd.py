@@ -11,19 +11,19 @@ from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 
-SUMMARY_FIELDS = ("checkpoint_dir", "model_variant", "dataset_dir", "output_dir", "adapter_type", "rank", "alpha",
+SUMMARY_FIELDS = ("checkpoint_dir", "model_variant", "dataset_dir", "output_dir", "adapter_type",
                   "attention_type", "learning_rate", "batch_size", "gradient_accumulation", "epochs",
                   "optimizer_type", "scheduler_type", "gradient_checkpointing", "device", "precision")
-LOKR_SUMMARY = ("lokr_linear_dim", "lokr_linear_alpha", "lokr_factor")
 
 
 def summary_table(config: Config, mode: str) -> Table:
     table = Table(title=f"Side-Step {mode} training", show_header=False)
-    fields = [f for f in SUMMARY_FIELDS if not (config.adapter_type == "lokr" and f in ("rank", "alpha"))]
-    if config.adapter_type == "lokr":
-        fields += list(LOKR_SUMMARY)
-    for name in fields:
+    from sidestep.adapters import kind
+
+    for name in SUMMARY_FIELDS:
         table.add_row(name.replace("_", "-"), str(getattr(config, name)))
+        if name == "adapter_type":
+            table.add_row("adapter", kind(config.adapter_type).summary(config))
     if mode == "fixed":
         table.add_row("cfg-ratio", str(config.cfg_ratio))
     return table
@@ -56,8 +56,9 @@ def maybe_preprocess(config: Config) -> Config:
 def print_result(result, config: Config) -> None:
     """The closing summary: what ran, how well, and where every file is."""
     console = get_console()
-    files = "adapter_config.json + adapter_model.safetensors" if config.adapter_type == "lora" else \
-        "lokr_weights.safetensors + lokr_config.json"
+    from sidestep.adapters import kind
+
+    files = kind(config.adapter_type).file_names()
     console.print(f"Training complete: {result.epochs} epochs, {result.optimizer_steps} optimizer steps in "
                   f"{result.seconds:.1f} s, last loss {result.final_loss:.4f}", highlight=False)
     table = Table(title="Summary", show_header=False)

@@ -33,7 +33,7 @@ from sidestep.model.keys import decoder_path_to_official
 from sidestep.model.attention import use_fast_attention
 from sidestep.model.checkpointing import enable_checkpointing
 from sidestep.model.loader import load_model_dit
-from sidestep.train.adapters import select_target_modules
+from sidestep.adapters import select_target_modules
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
 from sidestep.runtime import resolve_runtime
 

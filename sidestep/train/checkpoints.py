@@ -1,8 +1,8 @@
 """Adapter files (ACE-Step layout) and resumable training state, written atomically.
 
 Every adapter folder (the final output dir and each `checkpoints/epoch_N/`) is directly
-loadable for inference: `adapter_config.json` + `adapter_model.safetensors` (LoRA) or
-`lokr_weights.safetensors` + `lokr_config.json` (LoKR), plus `sidestep_run.json`.
+loadable for inference: the kind's files (`Adapter.files`, e.g. `adapter_config.json` +
+`adapter_model.safetensors` for LoRA/DoRA), plus `sidestep_run.json`.
 Checkpoint folders add `training_state.pt` (loaded with weights_only=True).
 """
 
@@ -19,36 +19,21 @@ from safetensors.torch import save
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_dir, atomic_write_many, recover_dir, write_error, write_problem
 
-LORA_WEIGHTS = "adapter_model.safetensors"
-LORA_CONFIG = "adapter_config.json"
-LOKR_WEIGHTS = "lokr_weights.safetensors"
-LOKR_CONFIG = "lokr_config.json"
 RUN_FILE = "sidestep_run.json"
 STATE_FILE = "training_state.pt"
 CHECKPOINTS = "checkpoints"
 
 
 def adapter_files(adapter, run_info: dict[str, Any]) -> dict[str, bytes | tuple[dict, dict]]:
-    """file name -> JSON text, or (tensors, header metadata) for safetensors.
+    """file name -> JSON text, or (tensors, header metadata) for safetensors: the kind's files and the run file.
 
-    The model the adapter belongs to (family 2B/XL, decoder width, layers) goes into the weights'
-    header (`sidestep_model`) and the run file (`model`), so it is never loaded onto the other family.
+    The model the adapter belongs to (family 2B/XL, decoder width, layers) goes into every weights header
+    (`sidestep_model`) and the run file (`model`), so it is never loaded onto the other family.
     """
-    from sidestep.train.adapters import MODEL_METADATA_KEY, model_signature
+    from sidestep.adapters.signature import with_signature
 
-    model = model_signature(adapter.decoder)
-    files: dict[str, Any] = {RUN_FILE: json.dumps(dict(run_info, model=model) if model else run_info, indent=2)}
-    recorded = {MODEL_METADATA_KEY: json.dumps(model)} if model else {}
-    if adapter.kind == "lora":
-        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(adapter.diffusers_metadata()), **recorded}
-        files[LORA_WEIGHTS] = (adapter.export_tensors(), metadata)
-        files[LORA_CONFIG] = json.dumps(adapter.export_config(), indent=2)
-    else:
-        config = adapter.export_config()
-        metadata = {"algo": "lokr", "format": "lycoris", "lokr_config": json.dumps(config), **recorded}
-        files[LOKR_WEIGHTS] = (adapter.export_tensors(), metadata)
-        files[LOKR_CONFIG] = json.dumps(dict(config, algo="lokr", format="lycoris"), indent=2)
-    return files
+    files, run_info = with_signature(adapter.files(), run_info, adapter.decoder)
+    return {RUN_FILE: json.dumps(run_info, indent=2), **files}
 
 
 def _encode(content) -> bytes:

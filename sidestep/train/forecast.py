@@ -57,8 +57,8 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     """Peak memory of `train(config)` on `device` for batches of `frames` latent frames."""
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.loader import build_modules
+    from sidestep.adapters import build_adapter
     from sidestep.model.checkpointing import checkpointed_blocks
-    from sidestep.train.adapters import build_adapter
     from sidestep.runtime import TORCH_DTYPE
 
     dtype = TORCH_DTYPE[precision]

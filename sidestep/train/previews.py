@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import torch
 
 from sidestep.errors import SidestepError
-from sidestep.generate import (INSTRUMENTAL, Conditioning, SamplerSettings, _lora_layers, _lycoris_networks,
+from sidestep.generate import (INSTRUMENTAL, Conditioning, SamplerSettings, has_adapter,
                                adapter_strength, decode_latents, encode_condition, encode_text, latent_length,
                                sample_latents, sampler_settings, unwrap_decoder, write_wav)
 from sidestep.io import atomic_write_text
@@ -267,12 +267,12 @@ class PreviewSampler:
         self.prepare()
         free_memory(self.device)  # what the last training step freed, before sampling allocates
         module = unwrap_decoder(self.decoder)
-        has_adapter = bool(_lora_layers(module) or _lycoris_networks(module))
+        adapter_here = has_adapter(module)
         modes = {m: m.training for m in module.modules()}
         latents = []
         try:
             module.eval()
-            strength = adapter_strength(module, 0.0) if not adapter_on and has_adapter else contextlib.nullcontext()
+            strength = adapter_strength(module, 0.0) if not adapter_on and adapter_here else contextlib.nullcontext()
             with _keep_rng(self.device), torch.no_grad(), strength:
                 for cond in self._conditions:
                     latents.append(sample_latents(module, cond, self.seed, self.settings.steps, self.settings.shift,

@@ -18,9 +18,12 @@ def quantize_base(decoder: torch.nn.Module, mode: str, device: torch.device, ada
     if device.type != "cuda":
         raise SidestepError(f"--quantize-base {mode} needs a CUDA GPU (bitsandbytes 4-bit kernels); this run is on "
                             f"{device.type}: drop --quantize-base")
-    if adapter_type != "lora":
-        raise SidestepError(f"--quantize-base {mode} works with --adapter-type lora only (PEFT knows 4-bit base "
-                            "layers; LyCORIS LoKR does not)")
+    from sidestep.adapters import KINDS, kind
+
+    if not kind(adapter_type).quantized_base:
+        able = ", ".join(k.name for k in KINDS.values() if k.quantized_base)
+        raise SidestepError(f"--quantize-base {mode} works with --adapter-type {able} only (PEFT LoRA knows 4-bit "
+                            f"base layers; {kind(adapter_type).label} does not)")
     try:
         import bitsandbytes as bnb
     except Exception as err:  # broken CUDA setups raise OSError/RuntimeError on import

@@ -38,7 +38,7 @@ from sidestep.model.checkpointing import enable_checkpointing
 from sidestep.model.loader import load_model_dit
 from sidestep.runtime import make_fabric, resolve_runtime
 from sidestep.train import checkpoints
-from sidestep.train.adapters import build_adapter
+from sidestep.adapters import build_adapter, init_adapter
 from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
@@ -133,6 +133,8 @@ class Trainer:
         use_fast_attention(decoder, device)
         quantize_base(decoder, config.quantize_base, device, config.adapter_type)
         self.adapter = build_adapter(config, decoder, only=only_modules)
+        if config.init_adapter and not config.resume_from:  # a resumed run has its own weights
+            init_adapter(self.adapter, config.init_adapter)
         if config.gradient_checkpointing:
             enable_checkpointing(decoder, config.gradient_checkpointing_ratio, config.checkpointing_policy)
         if config.compile:

@@ -8,16 +8,12 @@ from typing import Any
 
 import torch
 
+from sidestep.adapters import resume_options
 from sidestep.config import Config, config_to_argv
 from sidestep.errors import SidestepError
 from sidestep.model.discovery import TrainingModel
 from sidestep.train import checkpoints
 
-# Settings a checkpoint must share with the run resuming from it.
-RESUME_MUST_MATCH = {"lora": ("adapter_type", "rank", "alpha", "attention_type", "target_modules", "bias"),
-                     "lokr": ("adapter_type", "lokr_linear_dim", "lokr_linear_alpha", "lokr_factor",
-                              "lokr_decompose_both", "lokr_use_tucker", "lokr_use_scalar", "lokr_weight_decompose",
-                              "attention_type", "target_modules")}
 STATE_FORMAT = 1
 
 
@@ -34,7 +30,8 @@ def load_resume_state(config: Config, model: TrainingModel, mode: str) -> dict[s
     if saved_model != model.entry.name:
         raise SidestepError(f"--resume-from {folder}: trained on model '{saved_model}', this run uses "
                             f"'{model.entry.name}'; resume with --model-variant {saved_model}")
-    for name in RESUME_MUST_MATCH[saved_config.get("adapter_type", "lora")]:
+    # Settings a checkpoint must share with the run resuming from it: the shared ones and its kind's.
+    for name in resume_options(saved_config.get("adapter_type", "lora")):
         if saved_config.get(name) != getattr(config, name):
             flag = name.replace("_", "-")
             raise SidestepError(f"--resume-from {folder}: checkpoint has {flag} {saved_config.get(name)!r}, this "

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from sidestep import __version__
 from sidestep import presets as preset_store
+from sidestep.adapters import KINDS
 from sidestep.console import get_console
 from sidestep.errors import SidestepError
 from sidestep.settings import MODES, Settings, check_checkpoint_dir, load_settings, save_settings, settings_path
@@ -33,7 +34,7 @@ BANNER = r"""
        ██ ██ ██   ██ ██                 ██    ██    ██      ██
   ███████ ██ ██████  ███████       ███████    ██    ███████ ██"""
 MENU = [("lora", "Train a LoRA"),
-        ("lokr", "Train a LoKR (experimental)"),
+        ("other_kind", "Train another adapter kind: " + ", ".join(k.label for k in list(KINDS.values())[1:])),
         ("preprocess", "Preprocess audio into training tensors"),
         ("experimental", "Experimental: estimate / selective / compare configs"),
         ("presets", "Presets"),
@@ -45,7 +46,7 @@ def banner(prompter: Prompter) -> None:
     console = prompter.console
     if not prompter.plain and console.width >= 72:
         prompter.say(BANNER, "bold magenta")
-    prompter.say(f"  Side-Step {__version__}: LoRA / LoKR fine-tuning for ACE-Step 1.5", "bold")
+    prompter.say(f"  Side-Step {__version__}: LoRA, DoRA, LoKR, LoHA, OFT fine-tuning for ACE-Step 1.5", "bold")
     prompter.say("  At any prompt: b = back, ? = help, Ctrl-C = back to the main menu.", "dim")
 
 
@@ -153,7 +154,7 @@ def presets_table(session: flows.Session) -> None:
         table.add_column(col, no_wrap=True)
     for p in found:
         c = p.config()
-        rank = c.rank if c.adapter_type == "lora" else c.lokr_linear_dim
+        rank = getattr(c, KINDS[c.adapter_type].options[0])  # each kind lists its size option first
         name = p.name if p.source == "built-in" else f"{p.name} *"
         table.add_row(name, c.adapter_type, str(rank), str(c.epochs), str(c.batch_size),
                       str(c.gradient_accumulation), c.optimizer_type, "yes" if c.offload_encoder else "no")
@@ -226,7 +227,7 @@ def presets_menu(session: flows.Session) -> None:
 
 ACTIONS = {
     "lora": lambda s: flows.train_flow(s, "lora"),
-    "lokr": lambda s: flows.train_flow(s, "lokr"),
+    "other_kind": flows.other_kind_flow,
     "preprocess": flows.preprocess_flow,
     "experimental": flows.experimental_menu,
     "presets": presets_menu,

@@ -1,4 +1,4 @@
-"""Wizard flows: training (corrected / vanilla, LoRA / LoKR), preprocessing, the experimental tools.
+"""Wizard flows: training (corrected / vanilla, every adapter kind), preprocessing, the experimental tools.
 
 Every question about an option is generated from `Config` field metadata (help, type, choices,
 bounds, `basic`, the subcommands that take it), so the wizard and the CLI fill the same dataclass.
@@ -22,6 +22,7 @@ from rich.table import Table
 from sidestep import presets as preset_store
 from sidestep.config import Config
 from sidestep.data.manifest import has_samples
+from sidestep.adapters import KINDS, option_owners
 from sidestep.errors import SidestepError
 from sidestep.io import atomic_write_text
 from sidestep.settings import MODES, Settings, check_checkpoint_dir
@@ -31,17 +32,19 @@ from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
 DRY_RUN_ENV = "SIDESTEP_WIZARD_DRY_RUN"
 
 CONFIG_FIELDS = {f.name: f for f in Config.fields()}
-PATH_FIELDS = {"checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "log_dir", "audio_dir", "dataset_json",
-               "tensor_output", "module_config", "output"}
-# attention_type / target_modules sit in the LoRA group but choose LoKR's targets too.
-STEP_TITLES = {"LoRA": lambda a: "LoRA settings" if _adapter(a) == "lora" else "Adapter targets",
-               "LoKR": "LoKR settings (experimental)", "Training": "Training settings",
-               "Selective": "Selective training", "Estimation": "Estimation settings"}
+PATH_FIELDS = {"checkpoint_dir", "dataset_dir", "output_dir", "resume_from", "init_adapter", "log_dir", "audio_dir",
+               "dataset_json", "tensor_output", "module_config", "output"}
+# attention_type / target_modules sit in the LoRA group but choose every kind's targets; each kind's own group
+# (its label) is titled after it.
+STEP_TITLES = {"LoRA": lambda a: f"{KINDS[_adapter(a)].label} settings" if KINDS[_adapter(a)].library == "PEFT"
+               else "Adapter targets",
+               **{k.label: f"{k.label} settings" + (" (experimental)" if k.experimental else "")
+                  for k in KINDS.values() if k.library != "PEFT"},
+               "Training": "Training settings", "Selective": "Selective training", "Estimation": "Estimation settings"}
 # Asked only where they are needed, and then an answer is needed.
 REQUIRED = ("checkpoint_dir", "dataset_dir", "output_dir", "audio_dir", "tensor_output", "module_config")
 # Training flows ask "preprocess first?" before the model questions: it decides whether dataset_dir is asked.
 PREPROCESS_STEP = ("Preprocessing",)
-LORA_ONLY = ("rank", "alpha", "dropout", "bias")
 PREPROCESS_FIRST = ("audio_dir", "dataset_json", "tensor_output", "max_duration", "vae_mode")
 MODE_LABELS = {"fixed": "Corrected (recommended): the model's own timesteps + CFG dropout",
                "vanilla": "Vanilla: the upstream trainer (discrete turbo timesteps, no CFG dropout)"}
@@ -72,6 +75,11 @@ def _level(answers: dict) -> str:
 
 def _adapter(answers: dict) -> str:
     return answers.get("adapter_type", "lora")
+
+
+def adapter_choices() -> list[tuple[str, str]]:
+    """(adapter_type, label) for every registered kind."""
+    return [(k.name, k.label + (" (experimental)" if k.experimental else "")) for k in KINDS.values()]
 
 
 def _all(*conditions: Callable[[dict], bool] | None) -> Callable[[dict], bool]:
@@ -391,10 +399,8 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
         "audio_dir": {"check": _check_dir}, "dataset_json": {"check": _check_file},
         "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
     }
-    for name in LORA_ONLY:
-        tweaks[name] = {"when": lambda a: _adapter(a) == "lora"}
-    for name in (f.name for f in Config.fields() if f.metadata["group"] == "LoKR"):
-        tweaks[name] = {"when": lambda a: _adapter(a) == "lokr"}
+    for name, kinds in option_owners().items():  # a kind's own options: asked only for that kind
+        tweaks[name] = {"when": lambda a, kinds=kinds: _adapter(a) in kinds}
     for name in PREPROCESS_FIRST:
         tweaks.setdefault(name, {})["when"] = preprocess_first
     return tweaks
@@ -416,6 +422,12 @@ def train_flow(session: Session, adapter: str, seed: dict[str, Any] | None = Non
              *config_steps(command_of, skip=("adapter_type", "demo_dir"), tweaks=_training_tweaks(command_of),
                            first=PREPROCESS_STEP)]
     _run_training(session, steps, command_of, {"adapter_type": adapter}, seed)
+
+
+def other_kind_flow(session: Session) -> None:
+    """Every registered kind but the first (LoRA, which has its own menu entry): pick one, then train it."""
+    choices = adapter_choices()[1:]
+    train_flow(session, session.prompter.choose("Adapter kind", choices, choices[0][0]))
 
 
 def selective_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
@@ -487,7 +499,7 @@ def _offer_training(session: Session, config: Config) -> None:
     try:
         if not prompter.confirm("Train on them now?"):
             return
-        adapter = prompter.choose("Adapter", [("lora", "LoRA"), ("lokr", "LoKR (experimental)")], "lora")
+        adapter = prompter.choose("Adapter", adapter_choices(), "lora")
     except GoBack:
         return
     seed = {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,
