@@ -143,6 +143,12 @@ class Config:
                            bounds="[0,1)")
     val_dataset_dir: str | None = opt(None, "Logging", "Validate on this preprocessed folder instead")
     keep_best: bool = opt(False, "Logging", "Keep the adapter of the lowest validation loss in {output-dir}/best")
+    learning_report: bool = opt(True, "Logging", "Learning report: the loss with the adapter off and on, on "
+                                "training and held-out songs at fixed timesteps, at the start, every "
+                                "--report-every epochs and at the end ({output-dir}/learning.json)")
+    report_every: int = opt(1, "Logging", "Learning report every N epochs (and after the last)", bounds="[1,inf)")
+    report_songs: int = opt(4, "Logging", "Training songs the learning report evaluates (spread over the dataset, "
+                            "first 30 s of each; held-out songs are all evaluated)", bounds="[1,inf)")
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")

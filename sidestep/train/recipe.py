@@ -11,6 +11,7 @@ Modes: "fixed" (docs/design.md §4.1: CFG dropout + the model's own logit-normal
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
@@ -75,6 +76,8 @@ class TrainResult:
     best_val_loss: float | None = None
     effective_batch: int = 0  # batch size x gradient accumulation x processes
     frame_share: float = 1.0  # the share of the dataset's audio frames one epoch trains
+    learning: list[dict[str, Any]] = field(default_factory=list)  # the learning report's evaluations (rank 0)
+    verdicts: list[str] = field(default_factory=list)  # plain-language conclusions drawn from them
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -99,6 +102,8 @@ class Trainer:
         self._setup_model(only_modules)
         self._setup_data()
         self._setup_optimizer()
+        self.report = _learning_report(config, self.dataset, self.val_data, self.runtime) \
+            if self.fabric.is_global_zero else None
         self.info = run_info(config, mode, self.model, read_manifest(config.dataset_dir).trigger)
         self.global_step, self.start_epoch, self.samples_done = 0, 0, 0
         self.monitor = TrainMonitor(get_console(), self.total_steps, config.epochs,
@@ -178,6 +183,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if self.report is not None:
+            self.report.load_state(state.get("learning"))
         self.start_epoch, self.global_step, self.samples_done = \
             state["epoch"], state["global_step"], state["samples_in_epoch"]
         self.monitor.resume_at(self.global_step)
@@ -192,6 +199,7 @@ class Trainer:
             self._render("base", adapter_on=False)  # what the model did before any training, once
             if self.config.sample_at_start:
                 self._render("epoch_0")
+        self._report_base()
         started = time.perf_counter()
         with _StopFlag(self.monitor.note) as stop:
             try:
@@ -297,7 +305,7 @@ class Trainer:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
         config = self.config
         self.result.epochs = epoch + 1
-        val = self._validate() if self.val_data is not None else None
+        val = self._evaluate(epoch)
         if val is not None:
             self.val_points.append((self.global_step, val))
             best = min(v for _, v in self.val_points)
@@ -319,6 +327,11 @@ class Trainer:
             raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(self.dataset)} samples, batch size "
                                  f"{self.config.batch_size}, {self.config.epochs} epochs); check --dataset-dir and "
                                  "--epochs")
+        if self.report is not None:
+            from sidestep.train.report import verdicts
+
+            result.learning = self.report.evaluations
+            result.verdicts = verdicts(result.learning, self.config.keep_best and self.val_data is not None)
         if self.fabric.is_global_zero:
             checkpoints.save_adapter(self.output_dir, self.adapter, self.info)
             self._plot()
@@ -334,7 +347,8 @@ class Trainer:
             state = {"adapter": self.adapter.training_state(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                      "global_step": self.global_step, "samples_in_epoch": samples_in_epoch,
-                     "world_size": self.fabric.world_size, "format": STATE_FORMAT}
+                     "world_size": self.fabric.world_size, "format": STATE_FORMAT,
+                     "learning": self.report.state() if self.report is not None else None}
             checkpoints.save_checkpoint(folder, self.adapter, self.info, state)
             self.result.checkpoints.append(folder)
             log.info("checkpoint saved: %s", folder)
@@ -351,6 +365,35 @@ class Trainer:
         self.fabric.barrier()
         return value
 
+    def _report_base(self) -> None:
+        """The learning report's reference: the base model on the report's songs, once per run (rank 0)."""
+        if self.report is not None and self.report.base is None:
+            self._learning(self.report.measure_base(self.decoder, self.start_epoch, self.global_step))
+        if self.config.learning_report:
+            self.fabric.barrier()
+
+    def _evaluate(self, epoch: int) -> float | None:
+        """The learning report when due (its held-out loss is the validation loss), else the validation loss."""
+        config = self.config
+        due = (epoch + 1) % config.report_every == 0 or epoch + 1 == config.epochs
+        if not (config.learning_report and due):
+            return self._validate() if self.val_data is not None else None
+        val = None
+        if self.report is not None:
+            entry = self.report.evaluate(self.decoder, epoch + 1, self.global_step)
+            self._learning(entry)
+            val = sum(entry["val"]["on"]) / len(entry["val"]["on"]) if "val" in entry else None
+        self.fabric.barrier()
+        return val
+
+    def _learning(self, entry: dict[str, Any]) -> None:
+        from sidestep.io import atomic_write_text
+        from sidestep.train.report import REPORT_FILE, describe
+
+        self.monitor.on_learning(entry, describe(entry))
+        document = self.report.document(self.config.keep_best and self.val_data is not None)
+        atomic_write_text(self.output_dir / REPORT_FILE, json.dumps(document, indent=2))
+
     def _render(self, tag: str, adapter_on: bool = True) -> None:
         if self.previews is not None:
             rendered = self.previews.render(tag, adapter_on=adapter_on)
@@ -361,7 +404,9 @@ class Trainer:
         losses = self.result.losses
         if self.fabric.is_global_zero and losses:
             steps = list(range(self.global_step - len(losses) + 1, self.global_step + 1))
-            plot_losses(self.output_dir, steps, losses, self.val_points, self.lrs)
+            learning = [(e["step"], e["train_change"], e.get("val_change"))
+                        for e in (self.report.evaluations if self.report is not None else [])]
+            plot_losses(self.output_dir, steps, losses, self.val_points, self.lrs, learning=learning)
 
     def _all_ranks(self, ok: bool) -> bool:
         """True only when `ok` holds on every process (so all of them skip or step together)."""
@@ -418,6 +463,16 @@ def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger:
         "training": {"mode": mode, "timestep_mu": model.timestep_mu, "timestep_sigma": model.timestep_sigma},
         "config": config.to_dict(),
     }
+
+
+def _learning_report(config: Config, dataset, val_data, runtime):
+    """`--learning-report`: evaluated on rank 0 only, like validation."""
+    if not config.learning_report:
+        return None
+    from sidestep.train.report import LearningReport
+
+    return LearningReport(dataset, val_data, seed=config.seed, songs=config.report_songs, device=runtime.device,
+                          dtype=runtime.compute_dtype)
 
 
 def _preview_sampler(config: Config, model: discovery.TrainingModel, runtime, output_dir: Path):
