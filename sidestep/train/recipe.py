@@ -175,8 +175,7 @@ class Trainer:
         self.scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
                                          config.warmup_steps, self.total_steps)
         self.decoder, self.optimizer = self.fabric.setup(self.decoder, optimizer)
-        self.objective = Objective(mode=self.mode, timestep_mu=self.model.timestep_mu,
-                                   timestep_sigma=self.model.timestep_sigma, cfg_ratio=config.cfg_ratio)
+        self.objective = objective_of(config, self.mode, self.model)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.adapter.load_training_state({k: v.to(self.runtime.device) for k, v in state["adapter"].items()})
@@ -453,14 +452,25 @@ def _remove_stale_temps(output_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def objective_of(config: Config, mode: str, model: discovery.TrainingModel) -> Objective:
+    """The loss as configured: the model's own timestep distribution unless --timestep-mu/--timestep-sigma."""
+    mu = model.timestep_mu if config.timestep_mu is None else config.timestep_mu
+    sigma = model.timestep_sigma if config.timestep_sigma is None else config.timestep_sigma
+    return Objective(mode=mode, timestep_mu=mu, timestep_sigma=sigma, cfg_ratio=config.cfg_ratio,
+                     loss_fn=config.loss_fn, huber_delta=config.huber_delta, loss_weighting=config.loss_weighting,
+                     snr_gamma=config.snr_gamma)
+
+
 def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger: str | None) -> dict[str, Any]:
     """Saved beside every adapter: how to use it, and how it was made."""
+    objective = objective_of(config, mode, model)
     return {
         "sidestep_version": __version__,
         "inference": {"model_variant": model.entry.name, "base_model": model.base_variant,
                       "shift": config.shift, "num_inference_steps": config.num_inference_steps,
                       "trigger": trigger, "adapter_type": config.adapter_type},
-        "training": {"mode": mode, "timestep_mu": model.timestep_mu, "timestep_sigma": model.timestep_sigma},
+        "training": {"mode": mode, "timestep_mu": objective.timestep_mu, "timestep_sigma": objective.timestep_sigma,
+                     "loss_fn": objective.loss_fn, "loss_weighting": objective.loss_weighting},
         "config": config.to_dict(),
     }
 
