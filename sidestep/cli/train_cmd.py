@@ -79,7 +79,8 @@ def print_result(result, config: Config) -> None:
     table.add_row("adapter", f"{result.output_dir} ({files})")
     for folder in result.checkpoints:
         table.add_row("checkpoint", str(folder))
-    for name, path in (("best adapter", result.output_dir / "best"), ("loss plot", result.output_dir / "loss.png"),
+    for name, path in (("best adapter", result.output_dir / "best"), ("EMA adapter", result.output_dir / "ema"),
+                       ("loss plot", result.output_dir / "loss.png"),
                        ("learning report", result.output_dir / "learning.json"),
                        ("previews", result.output_dir / "samples")):
         if path.exists():

@@ -42,7 +42,8 @@ from sidestep.train.adapters import build_adapter
 from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
-from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
+from sidestep.train.ema import AdapterEMA, maybe_applied
+from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule, lr_groups
 from sidestep.train.plots import plot_losses
 from sidestep.train.previews import log_previews
 from sidestep.train.quantize import quantize_base
@@ -170,8 +171,12 @@ class Trainer:
 
     def _setup_optimizer(self) -> None:
         config = self.config
-        optimizer = build_optimizer(config.optimizer_type, self.adapter.parameters(), config.learning_rate,
-                                    config.weight_decay, self.runtime.device)
+        params = self.adapter.parameters() if config.lr_self == config.lr_cross == 1.0 else \
+            lr_groups(self.named_trainable, config.learning_rate, config.lr_self, config.lr_cross)
+        optimizer = build_optimizer(config.optimizer_type, params, config.learning_rate, config.weight_decay,
+                                    self.runtime.device)
+        self.ema = AdapterEMA(self.adapter.parameters(), config.ema_decay, config.ema_start_step) \
+            if config.ema_decay > 0 else None
         self.scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
                                          config.warmup_steps, self.total_steps)
         self.decoder, self.optimizer = self.fabric.setup(self.decoder, optimizer)
@@ -184,6 +189,8 @@ class Trainer:
         set_rng_state(state["rng"])
         if self.report is not None:
             self.report.load_state(state.get("learning"))
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.global_step, self.samples_done = \
             state["epoch"], state["global_step"], state["samples_in_epoch"]
         self.monitor.resume_at(self.global_step)
@@ -270,6 +277,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.global_step)
         self.epoch_losses.append(loss)
         self.result.losses.append(loss)
         self.lrs.append(self.scheduler.get_last_lr()[0])
@@ -304,14 +313,15 @@ class Trainer:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
         config = self.config
         self.result.epochs = epoch + 1
-        val = self._evaluate(epoch)
-        if val is not None:
-            self.val_points.append((self.global_step, val))
-            best = min(v for _, v in self.val_points)
-            if config.keep_best and self.fabric.is_global_zero and val <= best:
-                checkpoints.save_adapter(self.output_dir / "best", self.adapter,
-                                         dict(self.info, best_epoch=epoch + 1, val_loss=val))
-            self.result.best_val_loss = best
+        with maybe_applied(self.ema):  # validation, the report and best/ judge the EMA weights when it is on
+            val = self._evaluate(epoch)
+            if val is not None:
+                self.val_points.append((self.global_step, val))
+                best = min(v for _, v in self.val_points)
+                if config.keep_best and self.fabric.is_global_zero and val <= best:
+                    checkpoints.save_adapter(self.output_dir / "best", self.adapter,
+                                             dict(self.info, best_epoch=epoch + 1, val_loss=val))
+                self.result.best_val_loss = best
         if self.epoch_losses:
             self.monitor.on_epoch_end(epoch, self.global_step, sum(self.epoch_losses) / len(self.epoch_losses), val)
         if config.sample_every_n_epochs and (epoch + 1) % config.sample_every_n_epochs == 0:
@@ -333,6 +343,10 @@ class Trainer:
             result.verdicts = verdicts(result.learning, self.config.keep_best and self.val_data is not None)
         if self.fabric.is_global_zero:
             checkpoints.save_adapter(self.output_dir, self.adapter, self.info)
+            if self.ema is not None:
+                with self.ema.applied():
+                    checkpoints.save_adapter(self.output_dir / "ema", self.adapter, dict(
+                        self.info, ema={"decay": self.config.ema_decay, "start_step": self.config.ema_start_step}))
             self._plot()
         self.fabric.barrier()
         result.adapter = self.adapter
@@ -347,7 +361,8 @@ class Trainer:
                      "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                      "global_step": self.global_step, "samples_in_epoch": samples_in_epoch,
                      "world_size": self.fabric.world_size, "format": STATE_FORMAT,
-                     "learning": self.report.state() if self.report is not None else None}
+                     "learning": self.report.state() if self.report is not None else None,
+                     "ema": self.ema.state_dict() if self.ema is not None else None}
             checkpoints.save_checkpoint(folder, self.adapter, self.info, state)
             self.result.checkpoints.append(folder)
             log.info("checkpoint saved: %s", folder)
@@ -395,7 +410,8 @@ class Trainer:
 
     def _render(self, tag: str, adapter_on: bool = True) -> None:
         if self.previews is not None:
-            rendered = self.previews.render(tag, adapter_on=adapter_on)
+            with maybe_applied(self.ema if adapter_on else None):
+                rendered = self.previews.render(tag, adapter_on=adapter_on)
             if self.monitor.writer is not None:
                 log_previews(self.monitor.writer, rendered, self.global_step, tag=f"preview/{tag.split('_')[0]}")
 
