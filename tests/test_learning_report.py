@@ -70,7 +70,18 @@ def test_an_adapter_trained_on_one_song_lowers_that_songs_loss(tiny_root_readonl
     assert series[-1]["train_change"] <= -MEASURABLE
     assert sum(series[-1]["train"]["on"]) < sum(series[-1]["train"]["off"])
     assert result.verdicts[0].startswith("learned your songs: loss -")
+    from sidestep.cli.train_cmd import learning_rows
+
+    rows = learning_rows(result)  # the closing summary's rows
+    assert rows[0][0] == "loss change, training songs" and rows[0][1].startswith("-")
+    assert ("verdict", result.verdicts[0]) in rows
     assert (tmp_path / "out" / "loss.png").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "out" / "runs")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("learning/train_change_pct")]
+    assert logged == [(e["step"], pytest.approx(100 * e["train_change"], rel=1e-6)) for e in series]
+    assert "learning/train_change_pct_t_high" in events.Tags()["scalars"]
 
 
 def test_identical_across_reruns_and_continued_on_resume(tiny_root_readonly, tmp_path):
