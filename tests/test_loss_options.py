@@ -120,7 +120,12 @@ def test_options_are_declared_once_with_bounds():
     args = build_parser(commands()).parse_args(["fixed", "--timestep-mu", "0.5", "--loss-weighting", "min_snr",
                                                "--snr-gamma", "2", "--loss-fn", "huber", "--huber-delta", "0.1"])
     assert (args.timestep_mu, args.loss_weighting, args.snr_gamma, args.loss_fn) == (0.5, "min_snr", 2.0, "huber")
-    assert Config.from_dict({"timestep_mu": 0.5, "loss_fn": "pseudo_huber"}).timestep_mu == 0.5
+    preset = Config.from_dict({"timestep_mu": 0.5, "loss_fn": "pseudo_huber", "ema_decay": 0.99, "lr_cross": 2.0})
+    assert (preset.timestep_mu, preset.loss_fn, preset.ema_decay, preset.lr_cross) == (0.5, "pseudo_huber", 0.99, 2.0)
+    from sidestep.cli.train_cmd import summary_table
+
+    shown = {row for row in summary_table(preset, "fixed").columns[0].cells}
+    assert {"timestep-mu", "loss-fn", "ema-decay", "lr-cross"} <= shown and "snr-gamma" not in shown
     for bad in ({"snr_gamma": 0.0}, {"huber_delta": -1.0}, {"timestep_sigma": 0.0}, {"loss_fn": "l1"}):
         with pytest.raises(SidestepError):
             Config(**bad)

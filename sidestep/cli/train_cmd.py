@@ -26,6 +26,10 @@ def summary_table(config: Config, mode: str) -> Table:
         table.add_row(name.replace("_", "-"), str(getattr(config, name)))
     if mode == "fixed":
         table.add_row("cfg-ratio", str(config.cfg_ratio))
+    default = Config()
+    for f in Config.fields():  # the advanced options a run turned on
+        if f.metadata["group"] == "Advanced training" and getattr(config, f.name) != getattr(default, f.name):
+            table.add_row(f.name.replace("_", "-"), str(getattr(config, f.name)))
     return table
 
 
