@@ -173,7 +173,8 @@ class Config:
     keep_best: bool = opt(False, "Logging", "Keep the adapter of the lowest validation loss in {output-dir}/best")
     learning_report: bool = opt(True, "Logging", "Learning report: loss with the adapter off/on on training and "
                                 "held-out songs at fixed timesteps ({output-dir}/learning.json)")
-    report_every: int = opt(1, "Logging", "Learning report every N epochs (and after the last)", bounds="[1,inf)")
+    report_every: int = opt(0, "Logging", "Learning report every N epochs and after the last (0 = auto: as often "
+                            "as keeps it under 10% of the training work)", bounds="[0,inf)")
     report_songs: int = opt(4, "Logging", "Training songs the learning report evaluates (spread over the dataset, "
                             "first 30 s of each; held-out songs are all evaluated)", bounds="[1,inf)")
 

@@ -85,14 +85,27 @@ def test_an_adapter_trained_on_one_song_lowers_that_songs_loss(tiny_root_readonl
 
 
 def test_identical_across_reruns_and_continued_on_resume(tiny_root_readonly, tmp_path):
-    a, out_a = train_tiny_lora(tiny_root_readonly, tmp_path / "a", epochs=3, val_split=0.5, save_every=1)
-    b, out_b = train_tiny_lora(tiny_root_readonly, tmp_path / "b", epochs=3, val_split=0.5, save_every=1)
+    settings = dict(epochs=3, val_split=0.5, save_every=1, report_every=1)
+    a, out_a = train_tiny_lora(tiny_root_readonly, tmp_path / "a", **settings)
+    b, out_b = train_tiny_lora(tiny_root_readonly, tmp_path / "b", **settings)
     series = _series(out_a)
     assert len(series) == 4 and "val" in series[-1] and series == _series(out_b)
     assert a.best_val_loss == min(sum(e["val"]["on"]) / len(VAL_GRID) for e in series[1:])
-    _, out_c = train_tiny_lora(tiny_root_readonly, tmp_path / "c", epochs=3, val_split=0.5, save_every=1,
-                               resume_from=str(out_a / "checkpoints" / "epoch_1"))
+    _, out_c = train_tiny_lora(tiny_root_readonly, tmp_path / "c", resume_from=str(out_a / "checkpoints" / "epoch_1"),
+                               **settings)
     assert _series(out_c) == series  # the resumed run continues the same series (no second base)
+
+
+def test_auto_interval_keeps_the_report_under_its_budget(tiny_root_readonly, tmp_path):
+    from sidestep.train.report import BUDGET, auto_every
+
+    # 4 songs x 750 frames x 5 timesteps against epochs of 20 songs x 4500 frames x 3: 5.6% -> every epoch
+    assert auto_every(4 * 750, 20 * 4500) == 1
+    # the demo's size: 4 x 75 x 5 = 1500 frame passes against 6 x 75 x 3 = 1350 per epoch -> every 12 epochs
+    assert auto_every(4 * 75, 6 * 75) == 12 and 1500 / (12 * 1350) <= BUDGET < 1500 / (11 * 1350)
+    # 2 tiny songs (24 + 30 frames, evaluated whole): 270 against 162 per epoch -> every 17 epochs: start and end
+    result, out = train_tiny_lora(tiny_root_readonly, tmp_path, epochs=3)
+    assert [e["epoch"] for e in _series(out)] == [0, 3]
 
 
 def test_learning_report_off_writes_nothing(tiny_root_readonly, tmp_path):

@@ -112,6 +112,7 @@ class Trainer:
                                     self.runtime.device, config.log_every, config.log_heavy_every,
                                     enabled=self.fabric.is_global_zero, show=not quiet)
         self.monitor.note(self.sampler.describe(config.gradient_accumulation))
+        self.report_every = self._report_every()
         if self.resume is not None:
             self._restore(self.resume)
         self.result = TrainResult(output_dir=self.output_dir, epochs=self.start_epoch,
@@ -386,10 +387,24 @@ class Trainer:
         if self.config.learning_report:
             self.fabric.barrier()
 
+    def _report_every(self) -> int:
+        """--report-every, or with 0 the interval that keeps the report under report.BUDGET of the training."""
+        from sidestep.train.report import BUDGET, auto_every
+
+        config = self.config
+        if not config.learning_report or config.report_every > 0:
+            return max(config.report_every, 1)
+        probe = _learning_report(config, self.dataset, self.val_data, self.runtime)  # the same songs on every rank
+        epoch_frames = sum(self.dataset.lengths) * self.sampler.frame_share()
+        every = auto_every(probe.frames(), epoch_frames)
+        self.monitor.note(f"Learning report every {every} epoch(s) and after the last (under {BUDGET:.0%} of the "
+                          "training work; --report-every N to choose)")
+        return every
+
     def _evaluate(self, epoch: int) -> float | None:
         """The learning report when due (its held-out loss is the validation loss), else the validation loss."""
         config = self.config
-        due = (epoch + 1) % config.report_every == 0 or epoch + 1 == config.epochs
+        due = (epoch + 1) % self.report_every == 0 or epoch + 1 == config.epochs
         if not (config.learning_report and due):
             return self._validate() if self.val_data is not None else None
         val = None

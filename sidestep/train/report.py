@@ -15,6 +15,7 @@ sentences with the thresholds below.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ BANDS: dict[str, tuple[float, ...]] = {"low": (0.1, 0.3), "mid": (0.5,), "high":
 MEASURABLE = 0.02    # a relative loss change under 2% is "no measurable change"
 GAP_POINTS = 10.0    # training songs improved 10 percentage points more than held-out ones: memorising
 RISING_RUN = 3       # the held-out loss rose this many evaluations in a row: memorising
+BUDGET = 0.10        # --report-every 0 (auto): the report's forward passes stay under 10% of the training work
 
 
 def pick_songs(count: int, wanted: int) -> list[int]:
@@ -40,6 +42,14 @@ def pick_songs(count: int, wanted: int) -> list[int]:
     if wanted == 1:
         return [0]
     return sorted({round(i * (count - 1) / (wanted - 1)) for i in range(wanted)})
+
+
+def auto_every(report_frames: int, epoch_frames: float, budget: float = BUDGET) -> int:
+    """Epochs between evaluations so that one evaluation's forward passes (frames x timesteps, no gradients)
+    cost at most `budget` of the training work since the last one (an epoch ~ 3 forward passes per trained frame:
+    forward, backward, the checkpointed recompute counted loosely)."""
+    work = len(VAL_GRID) * report_frames
+    return max(1, math.ceil(work / (budget * 3.0 * max(epoch_frames, 1.0))))
 
 
 def relative_change(on: list[float], off: list[float], band: tuple[float, ...] | None = None) -> float:
@@ -71,6 +81,11 @@ class LearningReport:
         self.seed, self.max_frames, self.device, self.dtype = seed, max_frames, device, dtype
         self.base: dict[str, list[float]] | None = None
         self.evaluations: list[dict[str, Any]] = []
+
+    def frames(self) -> int:
+        """Latent frames one evaluation runs through the decoder per timestep (adapter on)."""
+        lengths = [min(self.train.dataset.lengths[i], self.max_frames) for i in self.train.indices]
+        return sum(lengths) + (sum(self.val.lengths) if self.val is not None else 0)
 
     def state(self) -> dict[str, Any]:
         return {"base": self.base, "evaluations": self.evaluations}
