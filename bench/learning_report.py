@@ -36,7 +36,7 @@ def main() -> None:
     config = Config(checkpoint_dir=str(demo / "checkpoints"), model_variant="turbo", num_workers=0,
                     dataset_dir=str(demo / "tensors"), output_dir=str(out), epochs=args.epochs, save_every=100,
                     rank=8, alpha=16, learning_rate=1e-3, warmup_steps=2, gradient_accumulation=2,
-                    report_songs=args.report_songs, val_split=args.val_split)
+                    report_songs=args.report_songs, val_split=args.val_split, report_every=1)
     result = train(config, "fixed", quiet=True)
     evaluations = result.learning
     later = [e["seconds"] for e in evaluations[1:]]
