@@ -176,11 +176,11 @@ class Trainer:
             lr_groups(self.named_trainable, config.learning_rate, config.lr_self, config.lr_cross)
         optimizer = build_optimizer(config.optimizer_type, params, config.learning_rate, config.weight_decay,
                                     self.runtime.device)
-        self.ema = AdapterEMA(self.adapter.parameters(), config.ema_decay, config.ema_start_step) \
-            if config.ema_decay > 0 else None
         self.scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
                                          config.warmup_steps, self.total_steps)
         self.decoder, self.optimizer = self.fabric.setup(self.decoder, optimizer)
+        self.ema = AdapterEMA(self.adapter.parameters(), config.ema_decay, config.ema_start_step) \
+            if config.ema_decay > 0 else None
         self.objective = objective_of(config, self.mode, self.model)
 
     def _restore(self, state: dict[str, Any]) -> None:
