@@ -88,3 +88,28 @@ def test_lr_factors_in_a_run_and_recorded(tiny_root_readonly, tmp_path):
     cross = [k for k in a if "cross_attn" in k and "lora_B" in k]
     assert cross and not any(torch.equal(a[k], c[k]) for k in cross)
     assert json.loads((scaled / "sidestep_run.json").read_text())["config"]["lr_cross"] == 0.5
+
+
+def test_the_learning_report_judges_the_ema_weights(tiny_root_readonly, tmp_path):
+    """With the EMA on, the report's adapter-on loss is the loss of the saved ema/ adapter, not of the trained one."""
+    import json
+
+    from torch.utils.data import Subset
+
+    from sidestep.data.dataset import PreprocessedDataset
+    from sidestep.train.adapters import load_adapter
+    from sidestep.train.report import REPORT_FRAMES, pick_songs
+    from sidestep.train.validation import grid_losses
+
+    _, out = train_tiny_lora(tiny_root_readonly, tmp_path, epochs=2, ema_decay=0.5, report_every=1)
+    last = json.loads((out / "learning.json").read_text())["evaluations"][-1]
+    dataset = PreprocessedDataset(tmp_path / "ds")
+    songs = Subset(dataset, pick_songs(len(dataset), 4))
+
+    def report_loss(folder):
+        decoder = load_dit(tiny_root_readonly / "acestep-v15-turbo").transformer
+        load_adapter(decoder, folder)
+        return grid_losses(decoder, songs, seed=42, max_frames=REPORT_FRAMES)
+
+    assert last["train"]["on"] == pytest.approx(report_loss(out / "ema"), rel=1e-6, abs=0)
+    assert last["train"]["on"] != pytest.approx(report_loss(out), rel=1e-6, abs=0)
