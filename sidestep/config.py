@@ -19,14 +19,19 @@ TRAIN = ("fixed", "vanilla", "selective")
 PREPROCESS = ("preprocess",)
 ESTIMATE = ("estimate",)
 MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
+FIXED = ("fixed", "selective")
+LOSS_FUNCTIONS = ("mse", "huber", "pseudo_huber")  # sidestep/train/losses.py holds the formulas
+LOSS_WEIGHTINGS = ("none", "min_snr", "flow_snr")
 
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
-        choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None) -> Any:
+        choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None,
+        kind: type | None = None) -> Any:
     """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions;
-    `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard."""
+    `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard;
+    `kind` is the value type of a field whose default is None (else str)."""
     meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic,
-                bounds=bounds)
+                bounds=bounds, kind=kind)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -145,6 +150,29 @@ class Config:
     cfg_ratio: float = opt(0.15, "Corrected training", "CFG dropout: chance a sample's condition becomes the "
                            "learned null condition", ("fixed", "selective") + ESTIMATE, bounds="[0,1]")
 
+    # Advanced training: all off by default (the objective stays exactly the model's own)
+    loss_weighting: str = opt("none", "Advanced training", "Timestep weighting of each sample's loss: none, "
+                              "min_snr = min(1, gamma/SNR), flow_snr = min((1-t)^2, gamma*t^2), with SNR = "
+                              "((1-t)/t)^2", choices=LOSS_WEIGHTINGS)
+    snr_gamma: float = opt(5.0, "Advanced training", "gamma of --loss-weighting", bounds="(0,inf)")
+    loss_fn: str = opt("mse", "Advanced training", "Loss of the velocity error e: mse e^2, huber (e^2 up to "
+                       "delta, then 2*delta*|e| - delta^2), pseudo_huber 2*delta^2*(sqrt(1+(e/delta)^2) - 1)",
+                       choices=LOSS_FUNCTIONS)
+    huber_delta: float = opt(1.0, "Advanced training", "delta of --loss-fn huber / pseudo_huber", bounds="(0,inf)")
+    timestep_mu: float | None = opt(None, "Advanced training", "Logit-normal mu of the training timesteps "
+                                    "(default: the model's config.json)", FIXED, kind=float)
+    timestep_sigma: float | None = opt(None, "Advanced training", "Logit-normal sigma of the training timesteps "
+                                       "(default: the model's config.json)", FIXED, bounds="(0,inf)",
+                                       kind=float)
+    ema_decay: float = opt(0.0, "Advanced training", "Exponential moving average of the adapter weights "
+                           "(e.g. 0.999; 0 = off), saved as its own adapter in {output-dir}/ema", bounds="[0,1)")
+    ema_start_step: int = opt(0, "Advanced training", "Optimizer step the EMA starts averaging at (until then it "
+                              "copies the weights)", bounds="[0,inf)")
+    lr_self: float = opt(1.0, "Advanced training", "Learning-rate factor of the self-attention adapter modules "
+                         "(x --lr)", bounds="(0,inf)")
+    lr_cross: float = opt(1.0, "Advanced training", "Learning-rate factor of the cross-attention adapter modules "
+                          "(x --lr)", bounds="(0,inf)")
+
     # Data loading
     chunk_duration: float = opt(0.0, "Data loading", "Train on random crops of this many seconds (0 = whole "
                                 "songs); crops cover each song evenly over epochs", TRAIN + ESTIMATE)
@@ -173,6 +201,12 @@ class Config:
                            bounds="[0,1)")
     val_dataset_dir: str | None = opt(None, "Logging", "Validate on this preprocessed folder instead")
     keep_best: bool = opt(False, "Logging", "Keep the adapter of the lowest validation loss in {output-dir}/best")
+    learning_report: bool = opt(True, "Logging", "Learning report: loss with the adapter off/on on training and "
+                                "held-out songs at fixed timesteps ({output-dir}/learning.json)")
+    report_every: int = opt(0, "Logging", "Learning report every N epochs and after the last (0 = auto: as often "
+                            "as keeps it under 10% of the training work)", bounds="[0,inf)")
+    report_songs: int = opt(4, "Logging", "Training songs the learning report evaluates (spread over the dataset, "
+                            "first 30 s of each; held-out songs are all evaluated)", bounds="[1,inf)")
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")
@@ -237,9 +271,15 @@ class Config:
         return 0 if sys.platform == "win32" else min(self.num_workers, os.cpu_count() or 1)
 
 
+def field_kind(f: dataclasses.Field) -> type:
+    """The value type of a field: its default's, or the declared `kind` of a None default (else str)."""
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return type(default) if default is not None else (f.metadata.get("kind") or str)
+
+
 def _coerce(f: dataclasses.Field, value: Any, source: str) -> Any:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    kind = type(default) if default is not None else str
+    kind = field_kind(f)
     if value is None and default is None:
         return None
     ok = {bool: lambda v: isinstance(v, bool),

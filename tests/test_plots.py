@@ -44,3 +44,15 @@ def test_ema_is_debiased_and_skips_gaps():
     smoothed = ema([1.0, float("nan"), 3.0], weight=0.5)
     assert smoothed[0] == 1.0 and smoothed[1] == 1.0 and 1.0 < smoothed[2] < 3.0
     assert math.isnan(ema([float("nan")])[0])
+
+
+def test_learning_report_panel(tmp_path):
+    """With learning-report points, a second panel below draws the training and held-out loss changes."""
+    steps, losses = [1, 2, 3, 4], [0.5, 0.4, 0.45, 0.41]
+    single = _read(plot_losses(tmp_path / "one.png", steps, losses))
+    learning = [(0, 0.0, 0.0), (2, -0.1, -0.05), (4, -0.2, -0.04)]
+    double = _read(plot_losses(tmp_path / "two.png", steps, losses, learning=learning))
+    assert double.shape[0] > single.shape[0] * 1.4 and double.shape[1] == single.shape[1]
+    no_val = _read(plot_losses(tmp_path / "three.png", steps, losses, learning=[(s, c, None) for s, c, _ in learning]))
+    lower = slice(double.shape[0] * 6 // 10, None)  # the panel's curves differ: the held-out one is drawn
+    assert not np.array_equal(no_val[lower], double[lower])

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, Callable
 
 from sidestep import __version__
-from sidestep.config import TRAIN, Config, field_flags
+from sidestep.config import TRAIN, Config, field_flags, field_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +33,8 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
             kwargs["action"] = "append"
         elif f.metadata["nargs"]:
             kwargs["nargs"] = f.metadata["nargs"]
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            kwargs["type"] = type(default)
+        if field_kind(f) in (int, float):
+            kwargs["type"] = field_kind(f)
         if default is not None and default != []:
             shown = " ".join(default) if isinstance(default, list) else default
             kwargs["help"] += f" (default: {shown})"

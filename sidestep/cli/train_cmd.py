@@ -26,6 +26,10 @@ def summary_table(config: Config, mode: str) -> Table:
             table.add_row("adapter", kind(config.adapter_type).summary(config))
     if mode == "fixed":
         table.add_row("cfg-ratio", str(config.cfg_ratio))
+    default = Config()
+    for f in Config.fields():  # the advanced options a run turned on
+        if f.metadata["group"] == "Advanced training" and getattr(config, f.name) != getattr(default, f.name):
+            table.add_row(f.name.replace("_", "-"), str(getattr(config, f.name)))
     return table
 
 
@@ -75,10 +79,14 @@ def print_result(result, config: Config) -> None:
     table.add_row("last loss", f"{result.final_loss:.4f}")
     if result.best_val_loss is not None:
         table.add_row("best validation loss", f"{result.best_val_loss:.4f}")
+    for row in learning_rows(result):
+        table.add_row(*row)
     table.add_row("adapter", f"{result.output_dir} ({files})")
     for folder in result.checkpoints:
         table.add_row("checkpoint", str(folder))
-    for name, path in (("best adapter", result.output_dir / "best"), ("loss plot", result.output_dir / "loss.png"),
+    for name, path in (("best adapter", result.output_dir / "best"), ("EMA adapter", result.output_dir / "ema"),
+                       ("loss plot", result.output_dir / "loss.png"),
+                       ("learning report", result.output_dir / "learning.json"),
                        ("previews", result.output_dir / "samples")):
         if path.exists():
             table.add_row(name, str(path))
@@ -87,6 +95,22 @@ def print_result(result, config: Config) -> None:
     console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI, after train.py export) at {result.output_dir}; "
                   f"hear it with train.py generate --adapter {result.output_dir}; resume with --resume-from "
                   "<checkpoint folder>", highlight=False)
+
+
+def learning_rows(result) -> list[tuple[str, str]]:
+    """The learning report's last evaluation against the base model, and its verdicts."""
+    from sidestep.train.report import percent
+
+    if len(result.learning) < 2:
+        return []
+    last = result.learning[-1]
+    bands = ", ".join(f"t {name} {percent(value)}" for name, value in last["train_bands"].items())
+    rows = [("loss change, training songs", f"{percent(last['train_change'])} vs the base model ({bands})")]
+    if "val" in last:
+        rows.append(("loss change, held-out songs", f"{percent(last['val_change'])} (gap "
+                                                     f"{last['gap_points']:+.1f} points)"))
+    rows += [("verdict", text) for text in result.verdicts]
+    return rows
 
 
 def _forecast_inputs(config: Config):

@@ -108,6 +108,24 @@ class TrainMonitor:
             if val_loss is not None:
                 self.writer.add_scalar("val/loss", val_loss, step)
 
+    def on_learning(self, entry: dict, line: str) -> None:
+        """One learning-report evaluation (sidestep/train/report.py): its line, and TensorBoard's learning/*."""
+        log.info(line)
+        self.note(line)
+        if not self.writer:
+            return
+        step = entry["step"]
+        for split in ("train", "val"):
+            if split not in entry:
+                continue
+            on = entry[split]["on"]
+            self.writer.add_scalar(f"learning/{split}_loss_adapter_on", sum(on) / len(on), step)
+            self.writer.add_scalar(f"learning/{split}_change_pct", 100 * entry[f"{split}_change"], step)
+            for band, value in entry[f"{split}_bands"].items():
+                self.writer.add_scalar(f"learning/{split}_change_pct_t_{band}", 100 * value, step)
+        if "gap_points" in entry:
+            self.writer.add_scalar("learning/gap_points", entry["gap_points"], step)
+
     def wants_grad_norms(self, step: int) -> bool:
         return self.enabled and step % self.log_heavy_every == 0
 

@@ -1,7 +1,8 @@
 """The flow-matching training loss (docs/design.md §4.1 fixed, §4.3 vanilla), one function per step.
 
 x0 = clean latents, x1 = noise, x_t = t*x1 + (1-t)*x0, the decoder predicts v = x1 - x0,
-loss = mean((v_pred - v)^2) over every element (docs/design.md §8 Q8: padding included, as upstream). A batch
+loss = mean((v_pred - v)^2) over every element (optional element losses and timestep weights:
+sidestep/train/losses.py) (docs/design.md §8 Q8: padding included, as upstream). A batch
 from `BucketBatchSampler` carries integer loss weights instead: loss = sum_i num_i * mean_i / den_i
 (mean_i over sample i's elements), which is the plain mean for one process and makes the DDP
 gradient average equal the global batch's mean for several (see data/batching.py).
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sidestep.train.losses import element_loss, timestep_weights
 from sidestep.train.timesteps import sample_discrete, sample_t_r
 
 
@@ -30,6 +32,10 @@ class Objective:
     timestep_mu: float = -0.4
     timestep_sigma: float = 1.0
     cfg_ratio: float = 0.15
+    loss_fn: str = "mse"           # element loss (sidestep/train/losses.py); mse = the model's own
+    huber_delta: float = 1.0
+    loss_weighting: str = "none"   # timestep weighting w(t) of each sample's loss; none = the model's own
+    snr_gamma: float = 5.0
 
 
 def sample_generators(seed: int, epoch: int, indices: list[int], device: torch.device | str = "cpu"
@@ -90,10 +96,16 @@ def flow_matching_loss(decoder: torch.nn.Module, batch: dict[str, torch.Tensor],
         x_t.requires_grad_(True)
     v_pred = decoder(hidden_states=x_t, timestep=d.t, timestep_r=d.t, encoder_hidden_states=encoder_hidden_states,
                      context_latents=batch["context_latents"]).sample
-    error = (v_pred.float() - (d.noise - x0).float()).square()
-    if "weight_num" in batch:
+    error = element_loss(v_pred.float(), (d.noise - x0).float(), objective.loss_fn, objective.huber_delta)
+    weights = timestep_weights(d.t, objective.loss_weighting, objective.snr_gamma)
+    if "weight_num" in batch or weights is not None:
         per_sample = error.mean(dim=tuple(range(1, error.ndim)))
-        loss = (per_sample * batch["weight_num"].float() / batch["weight_den"].float()).sum()
+        if weights is not None:
+            per_sample = per_sample * weights
+        if "weight_num" in batch:
+            loss = (per_sample * batch["weight_num"].float() / batch["weight_den"].float()).sum()
+        else:
+            loss = per_sample.mean()
     else:
         loss = error.mean()
     return loss, d.t.detach().float()

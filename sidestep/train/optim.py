@@ -40,6 +40,20 @@ def build_optimizer(name: str, params: list[torch.nn.Parameter], lr: float, weig
     raise SidestepError(f"--optimizer-type '{name}': use adamw, adamw8bit, adafactor or prodigy")
 
 
+def lr_groups(named_params: list[tuple[str, torch.nn.Parameter]], lr: float, lr_self: float = 1.0,
+              lr_cross: float = 1.0) -> list[torch.nn.Parameter] | list[dict]:
+    """The optimizer's parameters: self-attention adapter weights at lr * lr_self, cross-attention ones at
+    lr * lr_cross, the rest at lr. Both factors 1: the plain parameter list (exactly today's optimizer)."""
+    params = [p for _, p in named_params]
+    if lr_self == 1.0 and lr_cross == 1.0:
+        return params
+    groups = {"self": [], "cross": [], "other": []}
+    for name, param in named_params:
+        groups["self" if "self_attn" in name else "cross" if "cross_attn" in name else "other"].append(param)
+    factors = {"self": lr_self, "cross": lr_cross, "other": 1.0}
+    return [{"params": ps, "lr": lr * factors[kind]} for kind, ps in groups.items() if ps]
+
+
 def effective_schedule(optimizer_type: str, scheduler_type: str) -> str:
     # Prodigy estimates the step size itself; a decaying schedule on top fights it.
     return "constant" if optimizer_type == "prodigy" else scheduler_type

@@ -1,4 +1,5 @@
-"""`loss.png`: train loss (raw and smoothed) and validation loss against optimizer steps, lr on a second axis.
+"""`loss.png`: train loss (raw and smoothed) and validation loss against optimizer steps, lr on a second axis;
+with a learning report, a second panel: the relative loss change (adapter on vs off) of training and held-out songs.
 
 matplotlib's object API on the Agg canvas: no pyplot, no global backend switch, no display.
 """
@@ -31,10 +32,13 @@ def _finite(values: Sequence[float]) -> list[float]:
 
 def plot_losses(path: str | Path, steps: Sequence[int], train_losses: Sequence[float],
                 val_points: Sequence[tuple[int, float]] = (), lrs: Sequence[float] | None = None,
-                smoothing: float = 0.9, title: str = "Side-Step training") -> Path:
+                smoothing: float = 0.9, title: str = "Side-Step training",
+                learning: Sequence[tuple[int, float, float | None]] = ()) -> Path:
     """Write the plot atomically to `path` (a folder gets `loss.png` inside); returns the file.
 
     steps/train_losses/lrs: one entry per optimizer step; val_points: (step, validation loss).
+    learning: (step, training-song change, held-out change or None) per learning-report evaluation,
+    as fractions (-0.1 = the loss fell 10%); drawn in a second panel below.
     Empty inputs still give a (labelled, empty) plot, e.g. on a Ctrl-C before the first step.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -45,9 +49,9 @@ def plot_losses(path: str | Path, steps: Sequence[int], train_losses: Sequence[f
         path = path / LOSS_PLOT
     if len(steps) != len(train_losses) or (lrs and len(lrs) != len(steps)):
         raise ValueError("plot_losses: steps, train_losses and lrs need one entry per step")
-    fig = Figure(figsize=(10, 5.5), dpi=100)
+    fig = Figure(figsize=(10, 8.5 if learning else 5.5), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(2, 1, 1) if learning else fig.add_subplot(1, 1, 1)
     handles = []
     if len(steps):
         raw = _finite(train_losses)
@@ -73,10 +77,27 @@ def plot_losses(path: str | Path, steps: Sequence[int], train_losses: Sequence[f
     else:
         ax.text(0.5, 0.5, "no optimizer step yet", transform=ax.transAxes, ha="center", va="center")
     ax.set_title(title)
+    if learning:
+        _plot_learning(fig.add_subplot(2, 1, 2, sharex=ax), learning)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def _plot_learning(ax, learning: Sequence[tuple[int, float, float | None]]) -> None:
+    steps = [point[0] for point in learning]
+    ax.plot(steps, [100 * point[1] for point in learning], color="tab:green", marker="o", markersize=4,
+            label="training songs")
+    if any(point[2] is not None for point in learning):
+        ax.plot(steps, [100 * point[2] if point[2] is not None else float("nan") for point in learning],
+                color="tab:red", marker="s", markersize=4, label="held-out songs")
+    ax.axhline(0.0, color="gray", linewidth=0.8)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss change vs base (%)")
+    ax.set_title("learning report: loss with the adapter on vs off, fixed timesteps and noise", fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize="small")
 
 
 __all__ = ["plot_losses", "ema", "LOSS_PLOT"]

@@ -11,6 +11,7 @@ Modes: "fixed" (docs/design.md §4.1: CFG dropout + the model's own logit-normal
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import shutil
@@ -42,7 +43,8 @@ from sidestep.adapters import build_adapter, init_adapter
 from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
 from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
-from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule
+from sidestep.train.ema import AdapterEMA, maybe_applied
+from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule, lr_groups
 from sidestep.train.plots import plot_losses
 from sidestep.train.previews import log_previews
 from sidestep.train.quantize import quantize_base
@@ -76,6 +78,8 @@ class TrainResult:
     best_val_loss: float | None = None
     effective_batch: int = 0  # batch size x gradient accumulation x processes
     frame_share: float = 1.0  # the share of the dataset's audio frames one epoch trains
+    learning: list[dict[str, Any]] = field(default_factory=list)  # the learning report's evaluations (rank 0)
+    verdicts: list[str] = field(default_factory=list)  # plain-language conclusions drawn from them
     adapter: Any = None  # the trained adapter (holds the decoder); callers drop it to free memory
 
 
@@ -102,6 +106,8 @@ class Trainer:
         self._setup_model(only_modules)
         self._setup_data()
         self._setup_optimizer()
+        self.report = _learning_report(config, self.dataset, self.val_data, self.runtime) \
+            if self.fabric.is_global_zero else None
         self.info = run_info(config, mode, self.model, read_manifest(config.dataset_dir).trigger)
         self.global_step, self.start_epoch, self.samples_done = 0, 0, 0
         self.monitor = TrainMonitor(get_console(), self.total_steps, config.epochs,
@@ -109,6 +115,7 @@ class Trainer:
                                     self.runtime.device, config.log_every, config.log_heavy_every,
                                     enabled=self.fabric.is_global_zero, show=not quiet)
         self.monitor.note(self.sampler.describe(config.gradient_accumulation))
+        self.report_every = self._report_every()
         if self.resume is not None:
             self._restore(self.resume)
         self.result = TrainResult(output_dir=self.output_dir, epochs=self.start_epoch,
@@ -170,19 +177,26 @@ class Trainer:
 
     def _setup_optimizer(self) -> None:
         config = self.config
-        optimizer = build_optimizer(config.optimizer_type, self.adapter.parameters(), config.learning_rate,
-                                    config.weight_decay, self.runtime.device)
+        params = self.adapter.parameters() if config.lr_self == config.lr_cross == 1.0 else \
+            lr_groups(self.named_trainable, config.learning_rate, config.lr_self, config.lr_cross)
+        optimizer = build_optimizer(config.optimizer_type, params, config.learning_rate, config.weight_decay,
+                                    self.runtime.device)
         self.scheduler = build_scheduler(optimizer, effective_schedule(config.optimizer_type, config.scheduler_type),
                                          config.warmup_steps, self.total_steps)
         self.decoder, self.optimizer = self.fabric.setup(self.decoder, optimizer)
-        self.objective = Objective(mode=self.mode, timestep_mu=self.model.timestep_mu,
-                                   timestep_sigma=self.model.timestep_sigma, cfg_ratio=config.cfg_ratio)
+        self.ema = AdapterEMA(self.adapter.parameters(), config.ema_decay, config.ema_start_step) \
+            if config.ema_decay > 0 else None
+        self.objective = objective_of(config, self.mode, self.model)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.adapter.load_training_state({k: v.to(self.runtime.device) for k, v in state["adapter"].items()})
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
+        if self.report is not None:
+            self.report.load_state(state.get("learning"))
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.global_step, self.samples_done = \
             state["epoch"], state["global_step"], state["samples_in_epoch"]
         self.monitor.resume_at(self.global_step)
@@ -197,6 +211,7 @@ class Trainer:
             self._render("base", adapter_on=False)  # what the model did before any training, once
             if self.config.sample_at_start:
                 self._render("epoch_0")
+        self._report_base()
         started = time.perf_counter()
         with _StopFlag(self.monitor.note) as stop:
             try:
@@ -268,6 +283,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.global_step)
         self.epoch_losses.append(loss)
         self.result.losses.append(loss)
         self.lrs.append(self.scheduler.get_last_lr()[0])
@@ -302,14 +319,15 @@ class Trainer:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
         config = self.config
         self.result.epochs = epoch + 1
-        val = self._validate() if self.val_data is not None else None
-        if val is not None:
-            self.val_points.append((self.global_step, val))
-            best = min(v for _, v in self.val_points)
-            if config.keep_best and self.fabric.is_global_zero and val <= best:
-                checkpoints.save_adapter(self.output_dir / "best", self.adapter,
-                                         dict(self.info, best_epoch=epoch + 1, val_loss=val))
-            self.result.best_val_loss = best
+        with maybe_applied(self.ema):  # validation, the report and best/ judge the EMA weights when it is on
+            val = self._evaluate(epoch)
+            if val is not None:
+                self.val_points.append((self.global_step, val))
+                best = min(v for _, v in self.val_points)
+                if config.keep_best and self.fabric.is_global_zero and val <= best:
+                    checkpoints.save_adapter(self.output_dir / "best", self.adapter,
+                                             dict(self.info, best_epoch=epoch + 1, val_loss=val))
+                self.result.best_val_loss = best
         if self.epoch_losses:
             self.monitor.on_epoch_end(epoch, self.global_step, sum(self.epoch_losses) / len(self.epoch_losses), val)
         if config.sample_every_n_epochs and (epoch + 1) % config.sample_every_n_epochs == 0:
@@ -324,8 +342,17 @@ class Trainer:
             raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(self.dataset)} samples, batch size "
                                  f"{self.config.batch_size}, {self.config.epochs} epochs); check --dataset-dir and "
                                  "--epochs")
+        if self.report is not None:
+            from sidestep.train.report import verdicts
+
+            result.learning = self.report.evaluations
+            result.verdicts = verdicts(result.learning, self.config.keep_best and self.val_data is not None)
         if self.fabric.is_global_zero:
             checkpoints.save_adapter(self.output_dir, self.adapter, self.info)
+            if self.ema is not None:
+                with self.ema.applied():
+                    checkpoints.save_adapter(self.output_dir / "ema", self.adapter, dict(
+                        self.info, ema={"decay": self.config.ema_decay, "start_step": self.config.ema_start_step}))
             self._plot()
         self.fabric.barrier()
         result.adapter = self.adapter
@@ -339,7 +366,9 @@ class Trainer:
             state = {"adapter": self.adapter.training_state(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
                      "global_step": self.global_step, "samples_in_epoch": samples_in_epoch,
-                     "world_size": self.fabric.world_size, "format": STATE_FORMAT}
+                     "world_size": self.fabric.world_size, "format": STATE_FORMAT,
+                     "learning": self.report.state() if self.report is not None else None,
+                     "ema": self.ema.state_dict() if self.ema is not None else None}
             checkpoints.save_checkpoint(folder, self.adapter, self.info, state)
             self.result.checkpoints.append(folder)
             log.info("checkpoint saved: %s", folder)
@@ -356,9 +385,53 @@ class Trainer:
         self.fabric.barrier()
         return value
 
+    def _report_base(self) -> None:
+        """The learning report's reference: the base model on the report's songs, once per run (rank 0)."""
+        if self.report is not None and self.report.base is None:
+            self._learning(self.report.measure_base(self.decoder, self.start_epoch, self.global_step))
+        if self.config.learning_report:
+            self.fabric.barrier()
+
+    def _report_every(self) -> int:
+        """--report-every, or with 0 the interval that keeps the report under report.BUDGET of the training."""
+        from sidestep.train.report import BUDGET, auto_every
+
+        config = self.config
+        if not config.learning_report or config.report_every > 0:
+            return max(config.report_every, 1)
+        probe = _learning_report(config, self.dataset, self.val_data, self.runtime)  # the same songs on every rank
+        epoch_frames = sum(self.dataset.lengths) * self.sampler.frame_share()
+        every = auto_every(probe.frames(), epoch_frames)
+        self.monitor.note(f"Learning report every {every} epoch(s) and after the last (under {BUDGET:.0%} of the "
+                          "training work; --report-every N to choose)")
+        return every
+
+    def _evaluate(self, epoch: int) -> float | None:
+        """The learning report when due (its held-out loss is the validation loss), else the validation loss."""
+        config = self.config
+        due = (epoch + 1) % self.report_every == 0 or epoch + 1 == config.epochs
+        if not (config.learning_report and due):
+            return self._validate() if self.val_data is not None else None
+        val = None
+        if self.report is not None:
+            entry = self.report.evaluate(self.decoder, epoch + 1, self.global_step)
+            self._learning(entry)
+            val = sum(entry["val"]["on"]) / len(entry["val"]["on"]) if "val" in entry else None
+        self.fabric.barrier()
+        return val
+
+    def _learning(self, entry: dict[str, Any]) -> None:
+        from sidestep.io import atomic_write_text
+        from sidestep.train.report import REPORT_FILE, describe
+
+        self.monitor.on_learning(entry, describe(entry))
+        document = self.report.document(self.config.keep_best and self.val_data is not None)
+        atomic_write_text(self.output_dir / REPORT_FILE, json.dumps(document, indent=2))
+
     def _render(self, tag: str, adapter_on: bool = True) -> None:
         if self.previews is not None:
-            rendered = self.previews.render(tag, adapter_on=adapter_on)
+            with maybe_applied(self.ema if adapter_on else None):
+                rendered = self.previews.render(tag, adapter_on=adapter_on)
             if self.monitor.writer is not None:
                 log_previews(self.monitor.writer, rendered, self.global_step, tag=f"preview/{tag.split('_')[0]}")
 
@@ -366,7 +439,9 @@ class Trainer:
         losses = self.result.losses
         if self.fabric.is_global_zero and losses:
             steps = list(range(self.global_step - len(losses) + 1, self.global_step + 1))
-            plot_losses(self.output_dir, steps, losses, self.val_points, self.lrs)
+            learning = [(e["step"], e["train_change"], e.get("val_change"))
+                        for e in (self.report.evaluations if self.report is not None else [])]
+            plot_losses(self.output_dir, steps, losses, self.val_points, self.lrs, learning=learning)
 
     def _all_ranks(self, ok: bool) -> bool:
         """True only when `ok` holds on every process (so all of them skip or step together)."""
@@ -413,16 +488,37 @@ def _remove_stale_temps(output_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def objective_of(config: Config, mode: str, model: discovery.TrainingModel) -> Objective:
+    """The loss as configured: the model's own timestep distribution unless --timestep-mu/--timestep-sigma."""
+    mu = model.timestep_mu if config.timestep_mu is None else config.timestep_mu
+    sigma = model.timestep_sigma if config.timestep_sigma is None else config.timestep_sigma
+    return Objective(mode=mode, timestep_mu=mu, timestep_sigma=sigma, cfg_ratio=config.cfg_ratio,
+                     loss_fn=config.loss_fn, huber_delta=config.huber_delta, loss_weighting=config.loss_weighting,
+                     snr_gamma=config.snr_gamma)
+
+
 def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger: str | None) -> dict[str, Any]:
     """Saved beside every adapter: how to use it, and how it was made."""
+    objective = objective_of(config, mode, model)
     return {
         "sidestep_version": __version__,
         "inference": {"model_variant": model.entry.name, "base_model": model.base_variant,
                       "shift": config.shift, "num_inference_steps": config.num_inference_steps,
                       "trigger": trigger, "adapter_type": config.adapter_type},
-        "training": {"mode": mode, "timestep_mu": model.timestep_mu, "timestep_sigma": model.timestep_sigma},
+        "training": {"mode": mode, "timestep_mu": objective.timestep_mu, "timestep_sigma": objective.timestep_sigma,
+                     "loss_fn": objective.loss_fn, "loss_weighting": objective.loss_weighting},
         "config": config.to_dict(),
     }
+
+
+def _learning_report(config: Config, dataset, val_data, runtime):
+    """`--learning-report`: evaluated on rank 0 only, like validation."""
+    if not config.learning_report:
+        return None
+    from sidestep.train.report import LearningReport
+
+    return LearningReport(dataset, val_data, seed=config.seed, songs=config.report_songs, device=runtime.device,
+                          dtype=runtime.compute_dtype)
 
 
 def _preview_sampler(config: Config, model: discovery.TrainingModel, runtime, output_dir: Path):

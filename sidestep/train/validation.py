@@ -65,7 +65,16 @@ def validation_noise(seed: int, index: int, shape: tuple[int, ...]) -> torch.Ten
 def validation_loss(decoder: torch.nn.Module, data: Any, grid: tuple[float, ...] = VAL_GRID, *, seed: int = 0,
                     batch_size: int = 1, max_frames: int | None = None, device: torch.device | str | None = None,
                     dtype: torch.dtype | None = None) -> float:
-    """Mean flow-matching MSE over the samples of `data` and the timesteps of `grid`.
+    """Mean flow-matching MSE over the samples of `data` and the timesteps of `grid` (see `grid_losses`)."""
+    losses = grid_losses(decoder, data, grid, seed=seed, batch_size=batch_size, max_frames=max_frames, device=device,
+                         dtype=dtype)
+    return sum(losses) / len(losses)
+
+
+def grid_losses(decoder: torch.nn.Module, data: Any, grid: tuple[float, ...] = VAL_GRID, *, seed: int = 0,
+                batch_size: int = 1, max_frames: int | None = None, device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> list[float]:
+    """The flow-matching MSE at each timestep of `grid`, averaged over the samples of `data`.
 
     data: a Dataset/Subset of preprocessed samples (read in order, `batch_size` at a time; 1
     avoids padding) or an iterable of collated batches; every sample needs its `index`.
@@ -81,7 +90,7 @@ def validation_loss(decoder: torch.nn.Module, data: Any, grid: tuple[float, ...]
     device = torch.device(device) if device is not None else next(module.parameters()).device
     dtype = dtype or getattr(module, "dtype", None) or next(module.parameters()).dtype
     modes = {m: m.training for m in module.modules()}
-    total, count = 0.0, 0
+    totals, count = [0.0] * len(grid), 0
     try:
         module.eval()
         with torch.no_grad():
@@ -95,20 +104,20 @@ def validation_loss(decoder: torch.nn.Module, data: Any, grid: tuple[float, ...]
                 noise = torch.stack([validation_noise(seed, i, tuple(x0.shape[1:])) for i in indices])
                 noise = noise.to(device=device, dtype=dtype)
                 target = (noise - x0).float()
-                for t in grid:
+                for j, t in enumerate(grid):
                     timestep = torch.full((x0.shape[0],), float(t), device=device, dtype=dtype)
                     x_t = t * noise + (1.0 - t) * x0
                     v_pred = module(hidden_states=x_t, timestep=timestep, timestep_r=timestep,
                                     encoder_hidden_states=batch["encoder_hidden_states"],
                                     context_latents=batch["context_latents"]).sample
-                    total += (v_pred.float() - target).square().mean().item() * x0.shape[0]
+                    totals[j] += (v_pred.float() - target).square().mean().item() * x0.shape[0]
                 count += x0.shape[0]
     finally:
         for m, training in modes.items():
             m.training = training
     if count == 0:
         raise SidestepError("the validation set holds no samples; check --val-split / --val-dataset-dir")
-    return total / (count * len(grid))
+    return [total / count for total in totals]
 
 
-__all__ = ["VAL_GRID", "split_dataset", "validation_loss", "validation_noise"]
+__all__ = ["VAL_GRID", "grid_losses", "split_dataset", "validation_loss", "validation_noise"]

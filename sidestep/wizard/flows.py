@@ -20,7 +20,7 @@ from rich import box
 from rich.table import Table
 
 from sidestep import presets as preset_store
-from sidestep.config import Config
+from sidestep.config import Config, field_kind
 from sidestep.data.manifest import has_samples
 from sidestep.adapters import KINDS, option_owners
 from sidestep.errors import SidestepError
@@ -95,7 +95,7 @@ def field_question(f: dataclasses.Field, command_of: Callable[[dict], str], basi
     """The question for one Config field; asked when its subcommand takes it (and in basic mode only if basic;
     `basic` overrides the field's metadata)."""
     default = _field_default(f)
-    kind = list if isinstance(default, list) else (type(default) if default is not None else str)
+    kind = list if isinstance(default, list) else field_kind(f)
     in_command = lambda answers: command_of(answers) in f.metadata["commands"]  # noqa: E731
     basic = f.metadata["basic"] if basic is None else basic
     basic = None if basic else (lambda answers: _level(answers) == "advanced")
