@@ -18,8 +18,18 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_file", help="The .safetensors file to write")
 
 
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "lokr_weights.safetensors", "lokr_config.json",
+                 "sidestep_run.json")
+
+
 def run_export(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sidestep.guards import check_output_file
+
     target = export_format(args.export_format)
+    folder = Path(args.adapter_dir).expanduser()
+    check_output_file(args.out_file, "export OUT_FILE", [("ADAPTER_DIR", folder / name) for name in ADAPTER_FILES])
     out = export_adapter(args.export_format, args.adapter_dir, args.out_file)
     get_console().print(f"Wrote {out} ({target.client}): {target.how_to_use}", highlight=False)
     return 0

@@ -36,12 +36,20 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CFG guidance for base/sft (default: 7.0; turbo never uses CFG)")
 
 
-def _check_out(out: str | None) -> Path:
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "lokr_weights.safetensors", "lokr_config.json",
+                 "sidestep_run.json")
+
+
+def _check_out(out: str | None, config: Config, adapter: str | None) -> Path:
+    from sidestep.guards import check_output_file
+
     if not out:
         raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
     path = Path(out).expanduser()
     if path.is_dir():
         raise SidestepError(f"--out {path}: is a folder; give a file name such as {path / 'song.wav'}")
+    adapter_files = [("--adapter", Path(adapter).expanduser() / name) for name in ADAPTER_FILES] if adapter else []
+    check_output_file(path, "--out", adapter_files, [("--checkpoint-dir", config.checkpoint_dir)])
     parent = path.parent
     existing = parent
     while not existing.exists() and existing != existing.parent:
@@ -78,7 +86,7 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
         if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
             raise SidestepError(f"--adapter {folder}: no adapter here (expected adapter_config.json + "
                                 "adapter_model.safetensors, or lokr_weights.safetensors)")
-    return _check_out(args.gen_out)
+    return _check_out(args.gen_out, config, args.gen_adapter)
 
 
 def _trigger(folder: Path) -> str | None:

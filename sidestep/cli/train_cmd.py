@@ -41,6 +41,39 @@ def confirm(config: Config, mode: str, args: argparse.Namespace) -> None:
             raise SidestepError("training cancelled at the confirmation prompt")
 
 
+TRAIN_WRITES = ("adapter_model.safetensors", "adapter_config.json", "lokr_weights.safetensors", "lokr_config.json",
+                "sidestep_run.json", "loss.png", "sidestep.lock")
+
+
+def _model_folders(root: str | None) -> list:
+    """The model folders under the checkpoints root (config.json or model_index.json inside)."""
+    from pathlib import Path
+
+    if not root or not Path(root).expanduser().is_dir():
+        return []
+    try:
+        return [p for p in Path(root).expanduser().iterdir()
+                if (p / "config.json").is_file() or (p / "model_index.json").is_file()]
+    except OSError:
+        return []
+
+
+def check_train_outputs(config: Config) -> None:
+    """--output-dir and --log-dir are folders, none of the inputs, and hold no input file training writes over."""
+    from sidestep.guards import check_output_folder
+
+    inputs = [("--dataset-dir", config.dataset_dir), ("--val-dataset-dir", config.val_dataset_dir),
+              ("--checkpoint-dir", config.checkpoint_dir), ("--resume-from", config.resume_from),
+              ("--audio-dir", config.audio_dir if config.preprocess else None),
+              ("--tensor-output", config.tensor_output if config.preprocess else None)]
+    inputs += [("--checkpoint-dir", folder) for folder in _model_folders(config.checkpoint_dir)]
+    files = [("--module-config", config.module_config), ("--dataset-json", config.dataset_json)]
+    if config.output_dir:
+        check_output_folder(config.output_dir, "--output-dir", inputs, files, TRAIN_WRITES)
+    if config.log_dir:
+        check_output_folder(config.log_dir, "--log-dir", inputs)
+
+
 def maybe_preprocess(config: Config) -> Config:
     """`--preprocess`: turn --audio-dir into --tensor-output first, then train on it."""
     if not config.preprocess:
@@ -119,6 +152,7 @@ def run_training(mode: str):
         if config.dry_run:
             print_forecast(config)
             return 0
+        check_train_outputs(config)
         config = maybe_preprocess(config)
         confirm(config, mode, args)
         result = train(config, mode)

@@ -43,6 +43,7 @@ from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
 from sidestep.data.manifest import MANIFEST
 from sidestep.errors import SidestepError
+from sidestep.guards import check_output_folder
 from sidestep.io import atomic_write_bytes, atomic_write_text, write_error
 from sidestep.model import discovery
 from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
@@ -365,10 +366,9 @@ def _check_options(config: Config) -> tuple[Path, Path, Path]:
     audio_dir, out = Path(config.audio_dir).expanduser(), Path(config.tensor_output).expanduser()
     if not audio_dir.is_dir():
         raise SidestepError(f"{audio_dir}: audio folder not found; check --audio-dir")
-    if out.resolve() == audio_dir.resolve():
-        raise SidestepError(f"{out}: --tensor-output must not be the audio folder itself; use a new folder")
-    if out.exists() and not out.is_dir():
-        raise SidestepError(f"{out}: exists and is not a folder; choose another --tensor-output")
+    # Above the audio folder, the scan would take every song for the output's own files.
+    check_output_folder(out, "--tensor-output", [("--checkpoint-dir", config.checkpoint_dir)],
+                        [("--dataset-json", config.dataset_json)], (MANIFEST,), [("--audio-dir", audio_dir)])
     return audio_dir, out, Path(config.checkpoint_dir).expanduser()
 
 
