@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from sidestep.errors import SidestepError
 from sidestep.faults import fault_point
@@ -221,6 +221,17 @@ def recover_dir(path: str | Path) -> None:
     old = path.parent / f".{path.name}.old"
     if not path.exists() and old.is_dir():
         os.replace(old, path)
+
+
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """JSON with non-ASCII text as is, except lone surrogates (a file name that is not UTF-8, as Python reads it):
+    those are written as \\udcXX escapes, so the text encodes as UTF-8 and json.loads gives back the same name
+    (os.fsencode of it: the original bytes)."""
+    import json
+    import re
+
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def read_json_object(path: Path, what: str, not_an_object: str, fix: str = "") -> dict:
