@@ -39,9 +39,14 @@ def run_selective(config: Config, args: argparse.Namespace) -> int:
         raise SidestepError("selective: pass --module-config (the JSON train.py estimate wrote)")
     check_train_outputs(config)
     top, _ = read_module_config(config.module_config)
-    config = maybe_preprocess(config)
-    confirm(config, "selective", args)
-    result = train(config, "fixed", only_modules=top)
+    from contextlib import nullcontext
+
+    from sidestep.lock import run_lock
+
+    with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
+        config = maybe_preprocess(config)
+        confirm(config, "selective", args)
+        result = train(config, "fixed", only_modules=top)
     print_result(result, config)
     return 0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 from rich.table import Table
 
 from sidestep.console import get_console
 from sidestep.config import Config
 from sidestep.errors import SidestepError
+from sidestep.lock import run_lock
 
 SUMMARY_FIELDS = ("checkpoint_dir", "model_variant", "dataset_dir", "output_dir", "adapter_type", "rank", "alpha",
                   "attention_type", "learning_rate", "batch_size", "gradient_accumulation", "epochs",
@@ -42,7 +44,7 @@ def confirm(config: Config, mode: str, args: argparse.Namespace) -> None:
 
 
 TRAIN_WRITES = ("adapter_model.safetensors", "adapter_config.json", "lokr_weights.safetensors", "lokr_config.json",
-                "sidestep_run.json", "loss.png", "sidestep.lock")
+                "sidestep_run.json", "loss.png", ".sidestep.lock")
 
 
 def _model_folders(root: str | None) -> list:
@@ -82,7 +84,8 @@ def maybe_preprocess(config: Config) -> Config:
 
     if not config.tensor_output:
         raise SidestepError("--preprocess needs --tensor-output (where the tensors go)")
-    report = preprocess_dataset(config)
+    with run_lock(config.tensor_output, "preprocessing", "--tensor-output"):
+        report = preprocess_dataset(config)
     return config.replace(dataset_dir=str(report.output_dir))
 
 
@@ -153,9 +156,10 @@ def run_training(mode: str):
             print_forecast(config)
             return 0
         check_train_outputs(config)
-        config = maybe_preprocess(config)
-        confirm(config, mode, args)
-        result = train(config, mode)
+        with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
+            config = maybe_preprocess(config)
+            confirm(config, mode, args)
+            result = train(config, mode)
         print_result(result, config)
         return 0
 
