@@ -246,8 +246,11 @@ def read_json_object(path: Path, what: str, not_an_object: str, fix: str = "") -
         raise SidestepError(f"{path}: {what} file not found{suffix}") from None
     except json.JSONDecodeError as err:
         raise SidestepError(f"{path}: not valid JSON (line {err.lineno}: {err.msg}){suffix}") from None
-    except (OSError, UnicodeDecodeError, RecursionError) as err:
-        raise SidestepError(f"{path}: cannot read the {what} ({err}){suffix}") from None
+    except RecursionError:
+        raise SidestepError(f"{path}: not valid JSON (nested too deeply){suffix}") from None
+    except (OSError, ValueError) as err:  # not UTF-8, a number too long to read, ...
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise SidestepError(f"{path}: cannot read the {what} ({detail}){suffix}") from None
     if not isinstance(data, dict):
         raise SidestepError(f"{path}: {not_an_object}{suffix}")
     return data

@@ -22,6 +22,22 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "lokr_weigh
                  "sidestep_run.json")
 
 
+def _export(args: argparse.Namespace):
+    """The export, with a damaged adapter folder said in one line."""
+    from safetensors import SafetensorError
+
+    from sidestep.errors import SidestepError
+
+    try:
+        return export_adapter(args.export_format, args.adapter_dir, args.out_file)
+    except SidestepError:
+        raise
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError, SafetensorError) as err:
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}"
+        raise SidestepError(f"{args.adapter_dir}: cannot read the adapter ({detail}); it is damaged or not a "
+                            "Side-Step adapter folder") from None
+
+
 def run_export(config: Config, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -30,6 +46,6 @@ def run_export(config: Config, args: argparse.Namespace) -> int:
     target = export_format(args.export_format)
     folder = Path(args.adapter_dir).expanduser()
     check_output_file(args.out_file, "export OUT_FILE", [("ADAPTER_DIR", folder / name) for name in ADAPTER_FILES])
-    out = export_adapter(args.export_format, args.adapter_dir, args.out_file)
+    out = _export(args)
     get_console().print(f"Wrote {out} ({target.client}): {target.how_to_use}", highlight=False)
     return 0

@@ -95,9 +95,29 @@ def _trigger(folder: Path) -> str | None:
 
     try:
         trigger = json.loads((folder / "sidestep_run.json").read_text(encoding="utf-8"))["inference"]["trigger"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
     return trigger if isinstance(trigger, str) and trigger.strip() else None
+
+
+def _load_adapter(load, decoder, folder: Path):
+    """The adapter in `folder`, or one line saying why it does not fit this model (never a size-mismatch dump)."""
+    from safetensors import SafetensorError
+
+    try:
+        return load(decoder, folder)
+    except SidestepError:
+        raise
+    except RuntimeError as err:  # load_state_dict: "size mismatch for ...: copying a param with shape ..."
+        lines = [l.strip() for l in str(err).splitlines() if "size mismatch" in l or "Missing key" in l
+                 or "Unexpected key" in l]
+        detail = (lines[0] if lines else str(err).splitlines()[0] if str(err) else type(err).__name__)[:240]
+        raise SidestepError(f"--adapter {folder}: does not fit this model ({detail}); it was trained on a model of "
+                            "another size or kind: pick that model with --model-variant") from None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError, SafetensorError) as err:
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}"
+        raise SidestepError(f"--adapter {folder}: cannot read the adapter ({detail}); it is damaged or not a "
+                            "Side-Step adapter: export it again from its training folder") from None
 
 
 def run_generate(config: Config, args: argparse.Namespace) -> int:
@@ -122,7 +142,7 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
     if args.gen_adapter is not None:
         from sidestep.train.adapters import load_adapter
 
-        adapter = load_adapter(dit.transformer, Path(args.gen_adapter).expanduser())
+        adapter = _load_adapter(load_adapter, dit.transformer, Path(args.gen_adapter).expanduser())
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
         adapter_note = f"{adapter.kind} adapter {args.gen_adapter} at strength {args.gen_strength:g}"

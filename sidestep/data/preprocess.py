@@ -59,6 +59,14 @@ LYRIC_MAX_LENGTH = 512  # docs/design.md §5.4, §8 Q11
 # fewer than 64 in practice, so the kept tokens do not change): a 100 MB caption costs nothing.
 CAPTION_MAX_CHARS = 64 * TEXT_MAX_LENGTH  # 16384
 LYRICS_MAX_CHARS = 64 * LYRIC_MAX_LENGTH  # 32768
+# What a sample's .pt keeps of its caption, lyrics and other text (whole up to 1 MB each; a 100 MB caption is cut).
+STORED_MAX_CHARS = 1_000_000
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if isinstance(text, str) else text
+
+
 # Sample ids (the .pt, state and temp names) longer than this many bytes are cut and get a hash of the path.
 SAMPLE_ID_MAX_BYTES = 120
 # docs/design.md §5.2: upstream means 30 s windows on >8 GB GPUs, but its memory probe reads a field
@@ -276,7 +284,7 @@ def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torc
 def embed_lyrics(tokenizer, text_model, lyrics: str) -> tuple[torch.Tensor, torch.Tensor]:
     """[512, D] token-embedding rows only (no transformer) and [512] float mask (docs/design.md §5.4, §8 Q11)."""
     embed = text_model.get_input_embeddings()
-    tokens = tokenizer(lyrics[:LYRICS_MAX_CHARS + 64], padding="max_length", max_length=LYRIC_MAX_LENGTH, truncation=True,
+    tokens = tokenizer(lyrics[:LYRICS_MAX_CHARS], padding="max_length", max_length=LYRIC_MAX_LENGTH, truncation=True,
                        return_tensors="pt")
     rows = embed(tokens.input_ids.to(embed.weight.device))
     return rows[0], tokens.attention_mask[0].to(device=rows.device, dtype=rows.dtype)
@@ -460,10 +468,12 @@ def _read_state(out: Path, job: _Job) -> dict | None:
     path = _state_path(out, job.sample_id)
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != job.fingerprint:
         return None
+    if not isinstance(state.get("info", {}), dict) or not isinstance(state.get("skipped", ""), str):
+        return None  # damaged: the song is processed again
     if "info" in state and not (out / job.pt_name).is_file():
         return None
     return state
@@ -524,16 +534,20 @@ class _Run:
     def _sample_text(self, job: _Job, duration: float) -> tuple[dict[str, Any], str, str, str]:
         """(.pt metadata, prompt caption, prompt, lyrics) for one sample."""
         e = job.entry or SampleMeta(key=PurePosixPath(job.rel).name)
-        caption = (e.caption or caption_from_filename(shown(PurePosixPath(job.rel).stem)))[:CAPTION_MAX_CHARS]
+        caption = _cut(e.caption or caption_from_filename(shown(PurePosixPath(job.rel).stem)), STORED_MAX_CHARS)
         tag = e.custom_tag or self.dataset.custom_tag
-        text, prompt = sample_prompt(caption, e.genre or "", e.prompt_override, job.in_genre_subset, tag,
-                                     self.dataset.tag_position, e.bpm, e.timesignature, e.keyscale, duration)
-        lyrics = training_lyrics(e.lyrics[:LYRICS_MAX_CHARS] if isinstance(e.lyrics, str) else e.lyrics)
+        # The prompt's parts are cut before tokenizing (the tokens kept do not change, see CAPTION_MAX_CHARS).
+        text, prompt = sample_prompt(_cut(caption, CAPTION_MAX_CHARS), _cut(e.genre or "", CAPTION_MAX_CHARS),
+                                     _cut(e.prompt_override, CAPTION_MAX_CHARS), job.in_genre_subset,
+                                     _cut(tag, CAPTION_MAX_CHARS), self.dataset.tag_position, e.bpm,
+                                     e.timesignature, e.keyscale, duration)
+        lyrics = training_lyrics(_cut(e.lyrics, STORED_MAX_CHARS))
         instrumental = e.is_instrumental if e.is_instrumental is not None else lyrics == training_lyrics(None)
         metadata = dict(audio_path=str(job.path.resolve()), filename=PurePosixPath(job.rel).name, caption=caption,
                         lyrics=lyrics, duration=float(duration), bpm=e.bpm, keyscale=e.keyscale,
-                        timesignature=e.timesignature, genre=e.genre or "", custom_tag=tag or "",
-                        prompt_override=e.prompt_override, is_instrumental=bool(instrumental))
+                        timesignature=e.timesignature, genre=_cut(e.genre or "", STORED_MAX_CHARS),
+                        custom_tag=_cut(tag or "", STORED_MAX_CHARS),
+                        prompt_override=_cut(e.prompt_override, STORED_MAX_CHARS), is_instrumental=bool(instrumental))
         return metadata, text, prompt, lyrics
 
     def _pass1_one(self, job: _Job, vae, tokenizer, text_model) -> None:

@@ -276,14 +276,15 @@ def _recorded_signature(folder, weights_path) -> dict[str, Any] | None:
         with safe_open(str(weights_path), "pt") as f:
             recorded = (f.metadata() or {}).get(MODEL_METADATA_KEY)
         if recorded:
-            return json.loads(recorded)
-    except (SafetensorError, OSError, ValueError):
+            signature = json.loads(recorded)
+            return signature if isinstance(signature, dict) else None
+    except (SafetensorError, OSError, ValueError, RecursionError):
         return None
     try:
         run = json.loads((folder / "sidestep_run.json").read_text(encoding="utf-8"))
-        return run.get("model") if isinstance(run.get("model"), dict) else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
+    return run.get("model") if isinstance(run, dict) and isinstance(run.get("model"), dict) else None
 
 
 def _inferred_signature(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -321,6 +321,9 @@ class Trainer:
     def finish(self, seconds: float) -> TrainResult:
         result = self.result
         result.optimizer_steps, result.seconds, result.final_loss = self.global_step, seconds, self.monitor.last_loss
+        if self.global_step == 0 and result.skipped_steps:
+            raise TrainingFailed(f"[FAIL] every optimizer step had a NaN/inf loss or gradient ({result.skipped_steps} "
+                                 "skipped, none applied); lower --lr, try --precision fp32, or check the dataset")
         if self.global_step == 0:
             raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(self.dataset)} samples, batch size "
                                  f"{self.config.batch_size}, {self.config.epochs} epochs); check --dataset-dir and "

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from sidestep.data.audio import MAX_DECODED_BYTES, load_audio, resample_ratio
-from sidestep.data.preprocess import CAPTION_MAX_CHARS, LYRICS_MAX_CHARS, assign_sample_ids
+from sidestep.data.preprocess import CAPTION_MAX_CHARS, LYRICS_MAX_CHARS, STORED_MAX_CHARS, assign_sample_ids
 from sidestep.io import json_text, temp_prefix
 
 from .support import run_cli, tone, write_song
@@ -177,8 +177,10 @@ def test_a_huge_caption_or_lyrics_is_cut_before_tokenizing(tiny_root_readonly, t
     import torch
 
     meta = torch.load(out / "wordy.pt", weights_only=True)["metadata"]
-    if field != "prompt_override":
-        assert len(meta[field]) <= {"caption": CAPTION_MAX_CHARS, "lyrics": LYRICS_MAX_CHARS}[field]
+    assert len(meta[field]) <= STORED_MAX_CHARS + 20  # lyrics may gain a "[Verse]" head
+    assert len(meta[field]) == min(size, STORED_MAX_CHARS) or field == "lyrics"
+    info = next(i for i in _manifest(out)["sample_info"] if i["source"] == "wordy.wav")
+    assert len(info["caption"]) <= CAPTION_MAX_CHARS + 100 and LYRICS_MAX_CHARS == 32768
 
 
 # ------------------------------------------------------------------------------------------
