@@ -39,7 +39,8 @@ _NDIM = {"target_latents": 2, "attention_mask": 1, "encoder_hidden_states": 2, "
 
 
 def sample_problem(data: dict) -> str | None:
-    """Why a loaded sample's tensors cannot be trained on (types, dims, dtypes, lengths, finite values), else None."""
+    """Why a loaded sample's tensors cannot be trained on (types, dims, dtypes, lengths), else None. NaN or
+    infinite values are left to the training loop, which skips such a step and counts it (--max-bad-steps)."""
     for key in TENSOR_KEYS:
         value = data.get(key)
         if not isinstance(value, torch.Tensor):
@@ -49,8 +50,6 @@ def sample_problem(data: dict) -> str | None:
         if not (value.is_floating_point() or value.dtype == torch.bool or (key.endswith("mask") and
                                                                            not value.is_complex())):
             return f"'{key}' has dtype {value.dtype}, expected floating point"
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return f"'{key}' holds NaN or infinite values"
     frames = {data[k].shape[0] for k in FRAME_KEYS}
     if len(frames) != 1 or 0 in frames:
         return f"frame counts of {', '.join(FRAME_KEYS)} differ or are zero ({sorted(frames)})"
@@ -73,7 +72,7 @@ def _checked(path: Path, data) -> dict[str, torch.Tensor]:
 
 
 def load_sample(path: Path) -> dict[str, torch.Tensor]:
-    """The sample file's tensors, checked (shapes, dtypes, finite values)."""
+    """The sample file's tensors, checked (types, shapes, dtypes, lengths)."""
     data = _read(path, lambda data: data)
     return _checked(path, data)
 

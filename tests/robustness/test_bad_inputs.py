@@ -136,8 +136,7 @@ def _sample_cases():
     cases = {
         "3-d latents": ("target_latents", torch.randn(1, T, 64), "3 dimensions"),
         "integer latents": ("target_latents", torch.ones(T, 64, dtype=torch.int32), "dtype torch.int32"),
-        "NaN latents": ("target_latents", torch.full((T, 64), float("nan")), "NaN or infinite"),
-        "inf hidden states": ("encoder_hidden_states", torch.full((21, 64), float("inf")), "NaN or infinite"),
+        "complex hidden states": ("encoder_hidden_states", torch.ones(21, 64, dtype=torch.complex64), "complex"),
         "short mask": ("attention_mask", torch.ones(T - 1), "frame counts"),
         "narrow context": ("context_latents", torch.randn(T, 64), "twice"),
         "a list": ("context_latents", [1, 2], "not a tensor"),
