@@ -425,6 +425,8 @@ def _clean_temp_files(out: Path) -> None:
 def song_failure(job: _Job, err: Exception) -> str:
     """The reason for a song that failed in an unforeseen way (its traceback goes to the log)."""
     log.error("preprocessing %s failed", shown(job.rel), exc_info=err)
+    if isinstance(err, SidestepError):  # already one line saying what and how to fix
+        return str(err)
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
         return ("out of memory while processing it; lower --max-duration, or free memory (close other programs) and "
                 "run again")
