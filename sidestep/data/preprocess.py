@@ -274,8 +274,8 @@ def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torc
     """[256, D] last hidden state and [256] float mask (docs/design.md §5.4). §8 Q10: the model runs
     without the attention mask (causal only), on max-length-padded input."""
     device = next(text_model.parameters()).device
-    tokens = tokenizer(prompt[:CAPTION_MAX_CHARS + 4096], padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
-                       return_tensors="pt")
+    tokens = tokenizer(prompt[:CAPTION_MAX_CHARS + 4096], padding="max_length", max_length=TEXT_MAX_LENGTH,
+                       truncation=True, return_tensors="pt")
     hidden = text_model(input_ids=tokens.input_ids.to(device), use_cache=False).last_hidden_state
     return hidden[0], tokens.attention_mask[0].to(device=device, dtype=hidden.dtype)
 
@@ -371,7 +371,8 @@ def _print_summary(report: Report, console: Console) -> None:
                       "one used; remove one of them", markup=False, highlight=False)
     if report.files_without_entry:
         console.print(f"{len(report.files_without_entry)} file(s) have no dataset JSON entry; their caption is "
-                      f"their file name: {', '.join(map(shown, report.files_without_entry))}", markup=False, highlight=False)
+                      f"their file name: {', '.join(map(shown, report.files_without_entry))}", markup=False,
+                      highlight=False)
 
 
 # ---------------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ def test_the_lock_is_released_after_success_and_failure(tiny_root_readonly, data
 
 
 def test_lock_helpers_on_odd_contents():
-    for info in (None, {}, {"pid": True}, {"pid": -5, "host": socket.gethostname()}, {"pid": 2**40, "host": socket.gethostname()},
+    here = socket.gethostname()
+    for info in (None, {}, {"pid": True}, {"pid": -5, "host": here}, {"pid": 2**40, "host": here},
                  {"pid": os.getpid(), "host": socket.gethostname(), "process_start": "not it"}):
         assert holder_is_running(info) is False, info
     assert holder_is_running({"pid": os.getpid(), "host": socket.gethostname()})
