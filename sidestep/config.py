@@ -22,6 +22,7 @@ MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
 FIXED = ("fixed", "selective")
 LOSS_FUNCTIONS = ("mse", "huber", "pseudo_huber")  # sidestep/train/losses.py holds the formulas
 LOSS_WEIGHTINGS = ("none", "min_snr", "flow_snr")
+RANDOM_SEED_MAX = 2**32 - 1  # what every seeded generator (numpy, Lightning) accepts
 
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
@@ -115,9 +116,10 @@ class Config:
     warmup_steps: int = opt(100, "Training", "Optimizer steps of LR warm-up (10% -> 100%)", bounds="[0,inf)")
     weight_decay: float = opt(0.01, "Training", "Weight decay", bounds="[0,inf)")
     max_grad_norm: float = opt(1.0, "Training", "Gradient clipping norm", bounds="(0,inf)")
-    seed: int = opt(42, "Training", "Random seed", TRAIN + ESTIMATE + PREPROCESS + ("generate",))
+    seed: int = opt(42, "Training", "Random seed (-1 = pick one; the seed used is recorded with the output)",
+                    TRAIN + ESTIMATE + PREPROCESS + ("generate",), bounds=f"[-1,{RANDOM_SEED_MAX}]")
     shift: float = opt(3.0, "Training", "Inference shift stored with the adapter (turbo 3.0, base/sft 1.0); "
-                       "does not change training")
+                       "does not change training", bounds="(0,inf)")
     num_inference_steps: int = opt(8, "Training", "Inference steps stored with the adapter (turbo 8, base/sft 50)",
                                    bounds="[1,inf)")
     optimizer_type: str = opt("adamw", "Training", "adamw, adamw8bit, adafactor or prodigy",
@@ -175,7 +177,7 @@ class Config:
 
     # Data loading
     chunk_duration: float = opt(0.0, "Data loading", "Train on random crops of this many seconds (0 = whole "
-                                "songs); crops cover each song evenly over epochs", TRAIN + ESTIMATE)
+                                "songs); crops cover each song evenly over epochs", TRAIN + ESTIMATE, bounds="[0,inf)")
     num_workers: int = opt(4, "Data loading", "Loader worker processes (always 0 on Windows)", bounds="[0,inf)")
     pin_memory: bool = opt(True, "Data loading", "Pin host memory for faster GPU copies")
     prefetch_factor: int = opt(2, "Data loading", "Batches each worker prefetches", bounds="[1,inf)")
@@ -217,7 +219,7 @@ class Config:
     tensor_output: str | None = opt(None, "Preprocessing", "Where the preprocessed tensors go (a --dataset-dir)",
                                     TRAIN + PREPROCESS, basic=True)
     max_duration: float = opt(240.0, "Preprocessing", "Seconds of each song used (longer files are cut)",
-                              TRAIN + PREPROCESS, bounds="(0,inf)")
+                              TRAIN + PREPROCESS, bounds="(0,86400]")
     vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
                         TRAIN + PREPROCESS, choices=("sample", "mean"))
 
@@ -238,6 +240,10 @@ class Config:
             problem = field_problem(f, getattr(self, f.name))
             if problem:
                 raise SidestepError(f"{flag_of(f)} {problem}")
+        if self.seed == -1:  # "pick a seed": chosen once here, so every record of this config holds the real one
+            import secrets
+
+            self.seed = secrets.randbelow(RANDOM_SEED_MAX + 1)
 
     @classmethod
     def fields(cls) -> tuple[dataclasses.Field, ...]:

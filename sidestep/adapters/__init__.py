@@ -63,6 +63,11 @@ def find_kind(folder: str | Path) -> type[Adapter]:
     raise SidestepError(f"{folder}: no Side-Step adapter here (expected {expected_files()})")
 
 
+def written_files() -> tuple[str, ...]:
+    """Every file name any kind writes into an adapter folder (what an output must never overwrite)."""
+    return tuple(dict.fromkeys(name for k in KINDS.values() for name in k.written()))
+
+
 def expected_files() -> str:
     """What an adapter folder holds, per kind, for messages."""
     return "; ".join(f"{k.label}: {k.file_names()}" for k in KINDS.values())

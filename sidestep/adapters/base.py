@@ -165,6 +165,11 @@ class Adapter:
     @classmethod
     def file_names(cls) -> str:
         """The files an adapter folder of this kind holds, for messages."""
+        return " + ".join(cls.written())
+
+    @classmethod
+    def written(cls) -> tuple[str, ...]:
+        """The names of the files this kind writes into an adapter folder."""
         raise NotImplementedError
 
     @classmethod

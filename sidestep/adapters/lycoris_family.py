@@ -96,8 +96,8 @@ class LycorisAdapter(Adapter):
         return cls(decoder, modules, cls.settings(config))
 
     @classmethod
-    def file_names(cls) -> str:
-        return f"{cls.weights_file()} + {cls.config_file()}"
+    def written(cls) -> tuple[str, ...]:
+        return cls.weights_file(), cls.config_file()
 
     @classmethod
     def owns(cls, folder: Path) -> bool:

@@ -84,8 +84,8 @@ class PeftAdapter(Adapter):
                f"bias {config.bias}"
 
     @classmethod
-    def file_names(cls) -> str:
-        return f"{CONFIG} + {WEIGHTS}"
+    def written(cls) -> tuple[str, ...]:
+        return CONFIG, WEIGHTS
 
     @classmethod
     def _config_in(cls, folder: Path) -> dict | None:

@@ -66,11 +66,11 @@ def _recorded(path: Path) -> dict[str, Any] | None:
             if recorded:
                 value = json.loads(recorded)
                 return value if isinstance(value, dict) else None
-        except (SafetensorError, OSError, ValueError):
+        except (SafetensorError, OSError, ValueError, RecursionError):
             continue
     try:
         run = json.loads((path / "sidestep_run.json").read_text(encoding="utf-8")) if path.is_dir() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return run.get(RUN_FILE_KEY) if isinstance(run, dict) and isinstance(run.get(RUN_FILE_KEY), dict) else None
 

@@ -13,7 +13,10 @@ from sidestep.errors import SidestepError
 
 def run_estimate(config: Config, args: argparse.Namespace) -> int:
     from sidestep.estimate.sensitivity import estimate
+    from sidestep.guards import check_output_file
 
+    check_output_file(config.output, "--output", input_folders=[("--dataset-dir", config.dataset_dir),
+                                                              ("--checkpoint-dir", config.checkpoint_dir)])
     result = estimate(config)
     table = Table(title=f"Top {len(result.top_k)} of {len(result.scores)} modules by gradient sensitivity")
     for col in ("rank", "module", "score"):
@@ -28,16 +31,22 @@ def run_estimate(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_selective(config: Config, args: argparse.Namespace) -> int:
-    from sidestep.cli.train_cmd import confirm, maybe_preprocess, print_result
+    from sidestep.cli.train_cmd import check_train_outputs, confirm, maybe_preprocess, print_result
     from sidestep.estimate.sensitivity import read_module_config
     from sidestep.train.recipe import train
 
     if not config.module_config:
         raise SidestepError("selective: pass --module-config (the JSON train.py estimate wrote)")
+    check_train_outputs(config)
     top, _ = read_module_config(config.module_config)
-    config = maybe_preprocess(config)
-    confirm(config, "selective", args)
-    result = train(config, "fixed", only_modules=top)
+    from contextlib import nullcontext
+
+    from sidestep.lock import run_lock
+
+    with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
+        config = maybe_preprocess(config)
+        confirm(config, "selective", args)
+        result = train(config, "fixed", only_modules=top)
     print_result(result, config)
     return 0
 

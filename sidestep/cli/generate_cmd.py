@@ -37,12 +37,18 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CFG guidance for base/sft (default: 7.0; turbo never uses CFG)")
 
 
-def _check_out(out: str | None) -> Path:
+def _check_out(out: str | None, config: Config, adapter: str | None) -> Path:
+    from sidestep.guards import check_output_file
+
     if not out:
         raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
     path = Path(out).expanduser()
     if path.is_dir():
         raise SidestepError(f"--out {path}: is a folder; give a file name such as {path / 'song.wav'}")
+    folder = Path(adapter).expanduser() if adapter else None  # a file or a folder of adapter files
+    adapter_files = [("--adapter", p) for p in ([folder] if folder.is_file() else folder.glob("*"))] \
+        if folder is not None and folder.exists() else []
+    check_output_file(path, "--out", adapter_files, [("--checkpoint-dir", config.checkpoint_dir)])
     parent = path.parent
     existing = parent
     while not existing.exists() and existing != existing.parent:
@@ -81,7 +87,7 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
         if folder.is_dir() and not any(k.owns(folder) for k in KINDS.values()) and \
                 not any(folder.glob("*.safetensors")):
             raise SidestepError(f"--adapter {folder}: no adapter here (expected {expected_files()})")
-    return _check_out(args.gen_out)
+    return _check_out(args.gen_out, config, args.gen_adapter)
 
 
 def _trigger(folder: Path) -> str | None:
@@ -90,9 +96,29 @@ def _trigger(folder: Path) -> str | None:
 
     try:
         trigger = json.loads((folder / "sidestep_run.json").read_text(encoding="utf-8"))["inference"]["trigger"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
     return trigger if isinstance(trigger, str) and trigger.strip() else None
+
+
+def _load_adapter(load, decoder, folder: Path):
+    """The adapter in `folder`, or one line saying why it does not fit this model (never a size-mismatch dump)."""
+    from safetensors import SafetensorError
+
+    try:
+        return load(decoder, folder)
+    except SidestepError:
+        raise
+    except RuntimeError as err:  # load_state_dict: "size mismatch for ...: copying a param with shape ..."
+        lines = [l.strip() for l in str(err).splitlines() if "size mismatch" in l or "Missing key" in l
+                 or "Unexpected key" in l]
+        detail = (lines[0] if lines else str(err).splitlines()[0] if str(err) else type(err).__name__)[:240]
+        raise SidestepError(f"--adapter {folder}: does not fit this model ({detail}); it was trained on a model of "
+                            "another size or kind: pick that model with --model-variant") from None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError, SafetensorError) as err:
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}"
+        raise SidestepError(f"--adapter {folder}: cannot read the adapter ({detail}); it is damaged or not a "
+                            "Side-Step adapter: export it again from its training folder") from None
 
 
 def run_generate(config: Config, args: argparse.Namespace) -> int:
@@ -117,7 +143,7 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
     if args.gen_adapter is not None:
         from sidestep.adapters import load_adapter
 
-        adapter = load_adapter(dit.transformer, Path(args.gen_adapter).expanduser())
+        adapter = _load_adapter(load_adapter, dit.transformer, Path(args.gen_adapter).expanduser())
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
         adapter_note = f"{adapter.label} adapter {args.gen_adapter} at strength {args.gen_strength:g}"

@@ -27,10 +27,33 @@ def _run_wizard(argv: list[str]) -> int:
     # Checked before building the parser: the wizard must not wait for every command's imports (torch).
     from sidestep.wizard import run_wizard
 
-    get_console(plain="--plain" in argv)
+    console = get_console(plain="--plain" in argv)
     setup_logging()
     log.info("wizard started")  # its actions call quiet_libraries(): importing transformers here delays the menu
-    return run_wizard(plain="--plain" in argv)
+    return _guarded(console, "--debug" in argv, lambda: run_wizard(plain="--plain" in argv))
+
+
+def _guarded(console, debug: bool, run) -> int:
+    """The one-line contract around a front end: SidestepError -> `error: ...` and its exit code; Ctrl-C -> 130;
+    anything else -> one line pointing at the log (the traceback with --debug)."""
+    try:
+        return int(run() or 0)
+    except SidestepError as err:
+        log.error("%s", err, exc_info=True)
+        if debug:
+            traceback.print_exc()
+        console.print(f"error: {err}", markup=False, highlight=False)
+        return err.exit_code
+    except KeyboardInterrupt:
+        console.print("Interrupted.")
+        return 130
+    except Exception as err:  # anything else is our bug: keep the trace in the log
+        log.exception("unexpected error")
+        if debug:
+            raise
+        console.print(f"error: unexpected {type(err).__name__}: {err} (full traceback in sidestep.log; "
+                      "rerun with --debug to print it)", markup=False, highlight=False)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,25 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = next(c for c in commands if c.name == args.command)
     log.info("command: %s", " ".join(argv))
-    try:
-        config = config_from_args(args)
-        return int(command.run(config, args) or 0)
-    except SidestepError as err:
-        log.error("%s", err, exc_info=True)
-        if args.debug:
-            traceback.print_exc()
-        console.print(f"error: {err}", markup=False, highlight=False)
-        return err.exit_code
-    except KeyboardInterrupt:
-        console.print("Interrupted.")
-        return 130
-    except Exception as err:  # anything else is our bug: keep the trace in the log
-        log.exception("unexpected error")
-        if args.debug:
-            raise
-        console.print(f"error: unexpected {type(err).__name__}: {err} (full traceback in sidestep.log; "
-                      "rerun with --debug to print it)", markup=False, highlight=False)
-        return 1
+    return _guarded(console, args.debug, lambda: command.run(config_from_args(args), args))
 
 
 if __name__ == "__main__":

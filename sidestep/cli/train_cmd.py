@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 
 from rich.table import Table
 
-from sidestep.console import get_console
+from sidestep.adapters import written_files
 from sidestep.config import Config
+from sidestep.console import get_console
 from sidestep.errors import SidestepError
+from sidestep.lock import run_lock
+from sidestep.train.checkpoints import RUN_FILE
 
 SUMMARY_FIELDS = ("checkpoint_dir", "model_variant", "dataset_dir", "output_dir", "adapter_type",
                   "attention_type", "learning_rate", "batch_size", "gradient_accumulation", "epochs",
@@ -45,6 +49,38 @@ def confirm(config: Config, mode: str, args: argparse.Namespace) -> None:
             raise SidestepError("training cancelled at the confirmation prompt")
 
 
+TRAIN_WRITES = written_files() + (RUN_FILE, "loss.png", ".sidestep.lock")
+
+
+def _model_folders(root: str | None) -> list:
+    """The model folders under the checkpoints root (config.json or model_index.json inside)."""
+    from pathlib import Path
+
+    if not root or not Path(root).expanduser().is_dir():
+        return []
+    try:
+        return [p for p in Path(root).expanduser().iterdir()
+                if (p / "config.json").is_file() or (p / "model_index.json").is_file()]
+    except OSError:
+        return []
+
+
+def check_train_outputs(config: Config) -> None:
+    """--output-dir and --log-dir are folders, none of the inputs, and hold no input file training writes over."""
+    from sidestep.guards import check_output_folder
+
+    inputs = [("--dataset-dir", config.dataset_dir), ("--val-dataset-dir", config.val_dataset_dir),
+              ("--checkpoint-dir", config.checkpoint_dir), ("--resume-from", config.resume_from),
+              ("--audio-dir", config.audio_dir if config.preprocess else None),
+              ("--tensor-output", config.tensor_output if config.preprocess else None)]
+    inputs += [("--checkpoint-dir", folder) for folder in _model_folders(config.checkpoint_dir)]
+    files = [("--module-config", config.module_config), ("--dataset-json", config.dataset_json)]
+    if config.output_dir:
+        check_output_folder(config.output_dir, "--output-dir", inputs, files, TRAIN_WRITES)
+    if config.log_dir:
+        check_output_folder(config.log_dir, "--log-dir", inputs)
+
+
 def maybe_preprocess(config: Config) -> Config:
     """`--preprocess`: turn --audio-dir into --tensor-output first, then train on it."""
     if not config.preprocess:
@@ -53,7 +89,8 @@ def maybe_preprocess(config: Config) -> Config:
 
     if not config.tensor_output:
         raise SidestepError("--preprocess needs --tensor-output (where the tensors go)")
-    report = preprocess_dataset(config)
+    with run_lock(config.tensor_output, "preprocessing", "--tensor-output"):
+        report = preprocess_dataset(config)
     return config.replace(dataset_dir=str(report.output_dir))
 
 
@@ -178,9 +215,11 @@ def run_training(mode: str):
         if config.dry_run:
             print_forecast(config)
             return 0
-        config = maybe_preprocess(config)
-        confirm(config, mode, args)
-        result = train(config, mode)
+        check_train_outputs(config)
+        with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
+            config = maybe_preprocess(config)
+            confirm(config, mode, args)
+            result = train(config, mode)
         print_result(result, config)
         return 0
 

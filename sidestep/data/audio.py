@@ -13,6 +13,7 @@ import errno
 import math
 import os
 import re
+from fractions import Fraction
 from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,14 +96,47 @@ def check_readable(path: Path) -> None:
         raise AudioError("empty file (0 bytes); copy or export the song again")
 
 
+# torchaudio's sinc kernel has (target / g) x (source / g) taps (g = their gcd): 147 x 160 for 44.1 -> 48 kHz, but
+# 48000 x 44101 (~17 GB) for a 44101 Hz file. Past this many taps the ratio is replaced by the closest fraction
+# whose kernel fits (16 MB): relative error at most ~3e-4, i.e. under half a cent of pitch and 0.03 % of tempo,
+# far below what anyone hears; the rates in real use (8 to 192 kHz, 44.1 kHz family) keep their exact ratio.
+_MAX_KERNEL_TAPS = 4_000_000
+
+# Decoded samples held at once (float32): 2 GiB. 240 s of 8 channels at 192 kHz is 1.4 GiB; a header that
+# claims thousands of channels or a GHz rate is refused instead of exhausting the memory.
+MAX_DECODED_BYTES = 2 << 30
+
+
+def resample_ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
+    """(source, target) as torchaudio's Resample gets them: the exact ratio while its kernel is small, else the
+    nearest fraction whose kernel is (memory bounded for any rate)."""
+    g = math.gcd(source_rate, target_rate)
+    source, target = source_rate // g, target_rate // g
+    if source * target <= _MAX_KERNEL_TAPS:
+        return source, target
+    exact = Fraction(source_rate, target_rate)
+    limit = max(int(math.sqrt(_MAX_KERNEL_TAPS / exact)), 1)  # p * q ~ limit^2 * (p / q) fits
+    while limit >= 1:
+        ratio = exact.limit_denominator(limit)
+        if 0 < ratio.numerator * ratio.denominator <= _MAX_KERNEL_TAPS:
+            return ratio.numerator, ratio.denominator
+        limit //= 2
+    raise AudioError(f"unsupported sample rate: {source_rate} Hz; {_REEXPORT} at 44100 or 48000 Hz")
+
+
 @lru_cache(maxsize=8)
 def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
-    return torchaudio.transforms.Resample(source_rate, target_rate)
+    return torchaudio.transforms.Resample(*resample_ratio(source_rate, target_rate))
+
+
+def sf_path(path: Path) -> str | bytes:
+    """The path as libsndfile can open it: bytes on POSIX, so a file name that is not UTF-8 opens too."""
+    return str(path) if os.name == "nt" else os.fsencode(path)
 
 
 def _info(path: Path) -> sf._SoundFileInfo:
     try:
-        return sf.info(str(path), verbose=True)
+        return sf.info(sf_path(path), verbose=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         # libsndfile's own wording is misleading here (for a damaged mp3 it says the file
         # "does not exist"), so the reason is ours.
@@ -131,7 +165,7 @@ def _promised_frames(info: sf._SoundFileInfo) -> int:
 def _decode(path: Path, frames: int) -> np.ndarray:
     """[S, C] float32 of the first `frames` frames."""
     try:
-        data, _ = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+        data, _ = sf.read(sf_path(path), frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         detail = str(err).split(":")[-1].strip() or type(err).__name__
         raise AudioError(f"corrupt audio: decoding failed ({detail}); {_REEXPORT}") from None
@@ -173,6 +207,12 @@ def load_audio(path: str | Path, target_rate: int = 48_000, max_duration: float 
     src_rate, original = int(info.samplerate), info.frames / info.samplerate
     keep_out = int(max_duration * target_rate)
     keep_in = min(info.frames, math.ceil((max_duration + _RESAMPLE_MARGIN_S) * src_rate))
+    if src_rate != target_rate:
+        resample_ratio(src_rate, target_rate)  # an impossible rate is refused before decoding
+    if keep_in * max(int(info.channels), 1) * 4 > MAX_DECODED_BYTES:
+        raise AudioError(f"too large to decode: {info.channels} channels at {src_rate} Hz would need "
+                         f"{keep_in * info.channels * 4 / 2**30:.1f} GiB; {_REEXPORT} as stereo at 48000 Hz, or "
+                         "lower --max-duration")
     data = _decode(path, keep_in)
     if data.shape[0] == 0:
         raise AudioError(f"zero-length audio (nothing could be decoded); {_REEXPORT}")

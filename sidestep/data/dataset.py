@@ -34,9 +34,47 @@ def _read(path: Path, pick):
                           "rerun train.py preprocess") from None
 
 
+_NDIM = {"target_latents": 2, "attention_mask": 1, "encoder_hidden_states": 2, "encoder_attention_mask": 1,
+         "context_latents": 2}
+
+
+def sample_problem(data: dict) -> str | None:
+    """Why a loaded sample's tensors cannot be trained on (types, dims, dtypes, lengths), else None. NaN or
+    infinite values are left to the training loop, which skips such a step and counts it (--max-bad-steps)."""
+    for key in TENSOR_KEYS:
+        value = data.get(key)
+        if not isinstance(value, torch.Tensor):
+            return f"'{key}' is {'missing' if value is None else type(value).__name__}, not a tensor"
+        if value.ndim != _NDIM.get(key, value.ndim):
+            return f"'{key}' has {value.ndim} dimensions, expected {_NDIM[key]}"
+        if not (value.is_floating_point() or value.dtype == torch.bool or (key.endswith("mask") and
+                                                                           not value.is_complex())):
+            return f"'{key}' has dtype {value.dtype}, expected floating point"
+    frames = {data[k].shape[0] for k in FRAME_KEYS}
+    if len(frames) != 1 or 0 in frames:
+        return f"frame counts of {', '.join(FRAME_KEYS)} differ or are zero ({sorted(frames)})"
+    if data["context_latents"].shape[1] != 2 * data["target_latents"].shape[1]:
+        return (f"context_latents is {data['context_latents'].shape[1]} wide, expected twice target_latents' "
+                f"{data['target_latents'].shape[1]}")
+    if data["encoder_hidden_states"].shape[0] != data["encoder_attention_mask"].shape[0]:
+        return "encoder_hidden_states and encoder_attention_mask differ in length"
+    return None
+
+
+def _checked(path: Path, data) -> dict[str, torch.Tensor]:
+    if not isinstance(data, dict):
+        raise SampleError(f"{path}: not a preprocessed sample (holds {type(data).__name__}); rerun train.py "
+                          "preprocess")
+    problem = sample_problem(data)
+    if problem:
+        raise SampleError(f"{path}: not a usable preprocessed sample ({problem}); rerun train.py preprocess")
+    return {k: data[k] for k in TENSOR_KEYS}
+
+
 def load_sample(path: Path) -> dict[str, torch.Tensor]:
-    """The sample file's tensors."""
-    return _read(path, lambda data: {k: data[k] for k in TENSOR_KEYS})
+    """The sample file's tensors, checked (types, shapes, dtypes, lengths)."""
+    data = _read(path, lambda data: data)
+    return _checked(path, data)
 
 
 def load_sample_metadata(path: Path) -> dict:

@@ -75,6 +75,12 @@ class Manifest:
         return digest.hexdigest()[:16]
 
 
+def _plain_name(name: str) -> bool:
+    """A file directly in the folder: no separators, NUL, '.'/'..', and short enough for any file system."""
+    return (bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+            and len(name.encode("utf-8", "surrogateescape")) <= 255)
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -84,9 +90,11 @@ def _lengths(infos: Any) -> dict[str, int]:
     lengths = {}
     for info in infos if isinstance(infos, list) else ():
         try:
-            lengths[str(info["file"])] = int(info["latent_frames"])
-        except (KeyError, TypeError, ValueError):
+            name, frames = str(info["file"]), int(info["latent_frames"])
+        except (KeyError, TypeError, ValueError, OverflowError):
             continue
+        if 0 < frames < 1 << 31:
+            lengths[name] = frames
     return lengths
 
 
@@ -105,6 +113,10 @@ def read_manifest(folder: str | Path) -> Manifest:
         names = data["samples"]
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise TypeError
+        bad = next((n for n in names if not _plain_name(n)), None)
+        if bad is not None:
+            raise SidestepError(f"{path}: sample name {bad[:80]!r} is not a file name in the dataset folder; rerun "
+                                "train.py preprocess or delete the manifest to use every *.pt in the folder")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError):
         raise SidestepError(f"{path}: unreadable or has no 'samples' list; rerun train.py preprocess "
                             "or delete it to use every *.pt in the folder") from None

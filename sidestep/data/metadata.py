@@ -147,6 +147,11 @@ def read_dataset_json(path: str | Path) -> DatasetMeta:
                             "fix the dataset JSON") from None
     except OSError as err:
         raise SidestepError(f"{path}: cannot be read ({err.strerror}); check its permissions") from None
+    except RecursionError:
+        raise SidestepError(f"{path}: nested too deeply to be a dataset JSON; fix the dataset JSON") from None
+    except ValueError as err:  # a number too long to read
+        raise SidestepError(f"{path}: unreadable JSON ({str(err).splitlines()[0][:200]}); fix the dataset "
+                            "JSON") from None
     if isinstance(data, list):
         settings, raw_samples = {}, data
     elif isinstance(data, dict):

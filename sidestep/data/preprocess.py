@@ -20,6 +20,7 @@ import gc
 import hashlib
 import io
 import json
+import logging
 import math
 import shutil
 import sys
@@ -43,7 +44,8 @@ from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
 from sidestep.data.manifest import MANIFEST
 from sidestep.errors import SidestepError
-from sidestep.io import atomic_write_bytes, atomic_write_text, write_error
+from sidestep.guards import check_output_folder
+from sidestep.io import WriteError, atomic_write_bytes, atomic_write_text, json_text, write_error
 from sidestep.model import discovery
 from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
 
@@ -53,6 +55,20 @@ PASS1_DIR = ".pass1"
 STATE_DIR = ".state"
 TEXT_MAX_LENGTH = 256  # docs/design.md §5.4
 LYRIC_MAX_LENGTH = 512  # docs/design.md §5.4, §8 Q11
+# Text is cut to this many characters before it is tokenized (a token covers at least one character, and far
+# fewer than 64 in practice, so the kept tokens do not change): a 100 MB caption costs nothing.
+CAPTION_MAX_CHARS = 64 * TEXT_MAX_LENGTH  # 16384
+LYRICS_MAX_CHARS = 64 * LYRIC_MAX_LENGTH  # 32768
+# What a sample's .pt keeps of its caption, lyrics and other text (whole up to 1 MB each; a 100 MB caption is cut).
+STORED_MAX_CHARS = 1_000_000
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if isinstance(text, str) else text
+
+
+# Sample ids (the .pt, state and temp names) longer than this many bytes are cut and get a hash of the path.
+SAMPLE_ID_MAX_BYTES = 120
 # docs/design.md §5.2: upstream means 30 s windows on >8 GB GPUs, but its memory probe reads a field
 # that does not exist and so always uses 15 s. 15 s is therefore what it really does, and
 # a fixed value keeps the tensors independent of the GPU they were made on.
@@ -60,6 +76,7 @@ CHUNK_SECONDS = 15.0
 OVERLAP_SECONDS = 2.0
 
 Event = Callable[[str, dict[str, Any]], None]
+log = logging.getLogger("sidestep.preprocess")
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,13 @@ def assign_sample_ids(files: list[str]) -> dict[str, str]:
     """
     def base(rel: str) -> str:
         p = PurePosixPath(rel)
-        return "__".join((*p.parent.parts, p.stem))
+        name = "__".join((*p.parent.parts, p.stem))
+        raw = name.encode("utf-8", "surrogateescape")
+        if "\ufffd" in raw.decode("utf-8", "replace") or len(raw) > SAMPLE_ID_MAX_BYTES:
+            # Not UTF-8, or too long for a file name once ".<hash>.pt" is added: a readable prefix + a hash.
+            short = raw[:SAMPLE_ID_MAX_BYTES].decode("utf-8", "replace").replace("\ufffd", "_")
+            return f"{short}~{_path_hash(rel)}"
+        return name
 
     ids = {rel: base(rel) for rel in files}
     for attempt in ("ext", "hash"):
@@ -160,10 +183,18 @@ def assign_sample_ids(files: list[str]) -> dict[str, str]:
             counts[value] = counts.get(value, 0) + 1
         for rel, value in ids.items():
             if counts[value] > 1:
-                suffix = PurePosixPath(rel).suffix.lstrip(".").lower() if attempt == "ext" else \
-                    hashlib.sha256(rel.encode()).hexdigest()[:8]
+                suffix = PurePosixPath(rel).suffix.lstrip(".").lower() if attempt == "ext" else _path_hash(rel)
                 ids[rel] = f"{value}_{suffix}"
     return ids
+
+
+def _path_hash(rel: str) -> str:
+    return hashlib.sha256(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def shown(rel: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 shown as \\xNN."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def file_sha256(path: Path) -> str:
@@ -243,8 +274,8 @@ def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torc
     """[256, D] last hidden state and [256] float mask (docs/design.md §5.4). §8 Q10: the model runs
     without the attention mask (causal only), on max-length-padded input."""
     device = next(text_model.parameters()).device
-    tokens = tokenizer(prompt, padding="max_length", max_length=TEXT_MAX_LENGTH, truncation=True,
-                       return_tensors="pt")
+    tokens = tokenizer(prompt[:CAPTION_MAX_CHARS + 4096], padding="max_length", max_length=TEXT_MAX_LENGTH,
+                       truncation=True, return_tensors="pt")
     hidden = text_model(input_ids=tokens.input_ids.to(device), use_cache=False).last_hidden_state
     return hidden[0], tokens.attention_mask[0].to(device=device, dtype=hidden.dtype)
 
@@ -253,7 +284,7 @@ def embed_prompt(tokenizer, text_model, prompt: str) -> tuple[torch.Tensor, torc
 def embed_lyrics(tokenizer, text_model, lyrics: str) -> tuple[torch.Tensor, torch.Tensor]:
     """[512, D] token-embedding rows only (no transformer) and [512] float mask (docs/design.md §5.4, §8 Q11)."""
     embed = text_model.get_input_embeddings()
-    tokens = tokenizer(lyrics, padding="max_length", max_length=LYRIC_MAX_LENGTH, truncation=True,
+    tokens = tokenizer(lyrics[:LYRICS_MAX_CHARS], padding="max_length", max_length=LYRIC_MAX_LENGTH, truncation=True,
                        return_tensors="pt")
     rows = embed(tokens.input_ids.to(embed.weight.device))
     return rows[0], tokens.attention_mask[0].to(device=rows.device, dtype=rows.dtype)
@@ -320,13 +351,13 @@ def summary_table(report: Report, console: Console) -> Table:
     for column in ("file", "result", "reason"):
         table.add_column(column, overflow="fold")
     for rel in report.processed:
-        table.add_row(rel, "processed", report.notes.get(rel, ""))
+        table.add_row(shown(rel), "processed", report.notes.get(rel, ""))
     for rel in report.reused:
         note = report.notes.get(rel)
-        table.add_row(rel, "unchanged", "kept from an earlier run (same audio, metadata and settings)"
+        table.add_row(shown(rel), "unchanged", "kept from an earlier run (same audio, metadata and settings)"
                       + (f"; {note}" if note else ""))
     for rel, reason in report.skipped:
-        table.add_row(rel, "skipped", reason)
+        table.add_row(shown(rel), "skipped", reason)
     return table
 
 
@@ -340,7 +371,8 @@ def _print_summary(report: Report, console: Console) -> None:
                       "one used; remove one of them", markup=False, highlight=False)
     if report.files_without_entry:
         console.print(f"{len(report.files_without_entry)} file(s) have no dataset JSON entry; their caption is "
-                      f"their file name: {', '.join(report.files_without_entry)}", markup=False, highlight=False)
+                      f"their file name: {', '.join(map(shown, report.files_without_entry))}", markup=False,
+                      highlight=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,10 +397,9 @@ def _check_options(config: Config) -> tuple[Path, Path, Path]:
     audio_dir, out = Path(config.audio_dir).expanduser(), Path(config.tensor_output).expanduser()
     if not audio_dir.is_dir():
         raise SidestepError(f"{audio_dir}: audio folder not found; check --audio-dir")
-    if out.resolve() == audio_dir.resolve():
-        raise SidestepError(f"{out}: --tensor-output must not be the audio folder itself; use a new folder")
-    if out.exists() and not out.is_dir():
-        raise SidestepError(f"{out}: exists and is not a folder; choose another --tensor-output")
+    # Above the audio folder, the scan would take every song for the output's own files.
+    check_output_folder(out, "--tensor-output", [("--checkpoint-dir", config.checkpoint_dir)],
+                        [("--dataset-json", config.dataset_json)], (MANIFEST,), [("--audio-dir", audio_dir)])
     return audio_dir, out, Path(config.checkpoint_dir).expanduser()
 
 
@@ -390,6 +421,19 @@ def _clean_temp_files(out: Path) -> None:
             for tmp in folder.glob(".*.tmp"):
                 if tmp.is_file():
                     tmp.unlink(missing_ok=True)
+
+
+def song_failure(job: _Job, err: Exception) -> str:
+    """The reason for a song that failed in an unforeseen way (its traceback goes to the log)."""
+    log.error("preprocessing %s failed", shown(job.rel), exc_info=err)
+    if isinstance(err, SidestepError):  # already one line saying what and how to fix
+        return str(err)
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return ("out of memory while processing it; lower --max-duration, or free memory (close other programs) and "
+                "run again")
+    detail = " ".join(str(err).split())[:200] or "no detail"
+    return (f"could not be processed ({type(err).__name__}: {detail}); run again, and report it with sidestep.log "
+            "if the file plays elsewhere")
 
 
 def _free_models() -> None:
@@ -427,10 +471,12 @@ def _read_state(out: Path, job: _Job) -> dict | None:
     path = _state_path(out, job.sample_id)
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(state, dict) or state.get("fingerprint") != job.fingerprint:
         return None
+    if not isinstance(state.get("info", {}), dict) or not isinstance(state.get("skipped", ""), str):
+        return None  # damaged: the song is processed again
     if "info" in state and not (out / job.pt_name).is_file():
         return None
     return state
@@ -491,16 +537,20 @@ class _Run:
     def _sample_text(self, job: _Job, duration: float) -> tuple[dict[str, Any], str, str, str]:
         """(.pt metadata, prompt caption, prompt, lyrics) for one sample."""
         e = job.entry or SampleMeta(key=PurePosixPath(job.rel).name)
-        caption = e.caption or caption_from_filename(PurePosixPath(job.rel).stem)
+        caption = _cut(e.caption or caption_from_filename(shown(PurePosixPath(job.rel).stem)), STORED_MAX_CHARS)
         tag = e.custom_tag or self.dataset.custom_tag
-        text, prompt = sample_prompt(caption, e.genre or "", e.prompt_override, job.in_genre_subset, tag,
-                                     self.dataset.tag_position, e.bpm, e.timesignature, e.keyscale, duration)
-        lyrics = training_lyrics(e.lyrics)
+        # The prompt's parts are cut before tokenizing (the tokens kept do not change, see CAPTION_MAX_CHARS).
+        text, prompt = sample_prompt(_cut(caption, CAPTION_MAX_CHARS), _cut(e.genre or "", CAPTION_MAX_CHARS),
+                                     _cut(e.prompt_override, CAPTION_MAX_CHARS), job.in_genre_subset,
+                                     _cut(tag, CAPTION_MAX_CHARS), self.dataset.tag_position, e.bpm,
+                                     e.timesignature, e.keyscale, duration)
+        lyrics = training_lyrics(_cut(e.lyrics, STORED_MAX_CHARS))
         instrumental = e.is_instrumental if e.is_instrumental is not None else lyrics == training_lyrics(None)
         metadata = dict(audio_path=str(job.path.resolve()), filename=PurePosixPath(job.rel).name, caption=caption,
                         lyrics=lyrics, duration=float(duration), bpm=e.bpm, keyscale=e.keyscale,
-                        timesignature=e.timesignature, genre=e.genre or "", custom_tag=tag or "",
-                        prompt_override=e.prompt_override, is_instrumental=bool(instrumental))
+                        timesignature=e.timesignature, genre=_cut(e.genre or "", STORED_MAX_CHARS),
+                        custom_tag=_cut(tag or "", STORED_MAX_CHARS),
+                        prompt_override=_cut(e.prompt_override, STORED_MAX_CHARS), is_instrumental=bool(instrumental))
         return metadata, text, prompt, lyrics
 
     def _pass1_one(self, job: _Job, vae, tokenizer, text_model) -> None:
@@ -523,6 +573,10 @@ class _Run:
             lyric_hidden_states=lyric_hidden.cpu(), lyric_attention_mask=lyric_mask.cpu(), metadata=metadata,
             info=info))
 
+    def _skip(self, job: _Job, reason: str, advance: Callable[[str], None]) -> None:
+        self.report.skipped.append((job.rel, reason))
+        advance(f"{shown(job.rel)} (skipped: {reason.split(';')[0]})")  # the fix is in the summary
+
     def run_pass1(self, jobs: list[_Job]) -> None:
         """VAE + text encoder only. Models are locals: they are gone when this returns."""
         self.on_event("pass_start", {"pass": 1})
@@ -535,12 +589,15 @@ class _Run:
             for job in jobs:
                 try:
                     self._pass1_one(job, vae, tokenizer, text_model)
-                    advance(job.rel)
+                    advance(shown(job.rel))
+                except WriteError:  # a full or read-only disk stops the run (what was written is kept)
+                    raise
                 except AudioError as err:
                     # Recorded so that a rerun skips it without loading any model.
                     _write_state(self.out, job, skipped=str(err))
-                    self.report.skipped.append((job.rel, str(err)))
-                    advance(f"{job.rel} (skipped: {str(err).split(';')[0]})")  # the fix is in the summary
+                    self._skip(job, str(err), advance)
+                except Exception as err:  # one song never sinks the run; not recorded, so a rerun tries again
+                    self._skip(job, song_failure(job, err), advance)
         del vae, tokenizer, text_model
         self.on_event("pass_end", {"pass": 1})
 
@@ -576,8 +633,14 @@ class _Run:
         silence = dit.silence_latent().detach().cpu()
         with _progress(self.console, "Pass 2/2 (condition encoder)", len(jobs)) as advance:
             for job in jobs:
-                self._pass2_one(job, dit, silence)
-                advance(job.rel)
+                try:
+                    self._pass2_one(job, dit, silence)
+                    advance(shown(job.rel))
+                except WriteError:
+                    raise
+                except Exception as err:  # its pass-1 file is dropped: a rerun redoes the song from the audio
+                    _pass1_path(self.out, job).unlink(missing_ok=True)
+                    self._skip(job, song_failure(job, err), advance)
         del dit
         self.on_event("pass_end", {"pass": 2})
 
@@ -624,7 +687,7 @@ class _Run:
         self.report.samples = [j.pt_name for j in self.jobs if j.sample_id in live]
         self.report.notes = {i["source"]: i["note"] for i in self.infos.values() if i.get("note")}
         self.report.skipped.sort()
-        atomic_write_text(self.out / MANIFEST, json.dumps(self._manifest(), indent=2, ensure_ascii=False))
+        atomic_write_text(self.out / MANIFEST, json_text(self._manifest()))
 
     def _manifest(self) -> dict[str, Any]:
         infos = [self.infos[j.sample_id] for j in self.jobs if j.sample_id in self.infos]

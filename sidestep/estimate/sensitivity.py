@@ -162,7 +162,7 @@ def read_module_config(path: str | Path) -> tuple[list[str], dict[str, float]]:
         scores = {name: float(info["score"]) for name, info in modules.items()}
     except FileNotFoundError:
         raise SidestepError(f"{path}: not found; create it with train.py estimate") from None
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, RecursionError, OverflowError, KeyError, TypeError, AttributeError):
         raise SidestepError(f"{path}: not a module config (needs a non-empty 'top_k' list of module names and "
                             "'modules' with scores); create it with train.py estimate") from None
     return top, scores

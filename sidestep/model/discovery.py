@@ -89,7 +89,7 @@ class TrainingModel:
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # not JSON, too deep, a number too long
         return None
     return data if isinstance(data, dict) else None
 
@@ -114,7 +114,7 @@ def _safetensors_header(path: Path) -> dict | None:
             if not 0 < size < 100_000_000:
                 return None
             header = json.loads(f.read(size))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):
         return None
     return header if isinstance(header, dict) else None
 

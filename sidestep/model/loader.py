@@ -55,8 +55,9 @@ def read_dit_config(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not found; a DiT folder holds config.json and {WEIGHTS_FILE}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err}); re-download the checkpoint") from None
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: not JSON, or a number too long to read
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: not valid JSON ({detail}); re-download the checkpoint") from None
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object; re-download the checkpoint")
     missing = [f for f in _REQUIRED_FIELDS if f not in config]
@@ -215,8 +216,9 @@ def weight_files(folder: Path) -> list[tuple[Path, set[str] | None]]:
                               "re-download it")
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{index_path}: not valid JSON ({err}); re-download it") from None
+    except (OSError, ValueError, RecursionError) as err:
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err).splitlines()[0][:200]
+        raise CheckpointError(f"{index_path}: not valid JSON ({detail}); re-download it") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map or not all(
             isinstance(v, str) and v and "/" not in v and "\\" not in v for v in weight_map.values()):

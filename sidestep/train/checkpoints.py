@@ -103,9 +103,36 @@ def load_training_state(folder: str | Path) -> dict[str, Any]:
         raise SidestepError(f"{path}: not found; --resume-from takes a checkpoints/epoch_N folder written by "
                             "Side-Step")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged pickle raises many types
         raise SidestepError(f"{path}: unreadable ({type(err).__name__}); resume from an earlier checkpoint") from None
+    problem = training_state_problem(state)
+    if problem:
+        raise SidestepError(f"{path}: not a Side-Step training state ({problem}); resume from an earlier checkpoint")
+    return state
+
+
+def training_state_problem(state: Any) -> str | None:
+    """Why a loaded training_state.pt cannot be resumed from (types, ranges, finite adapter tensors), else None."""
+    if not isinstance(state, dict):
+        return f"holds {type(state).__name__}, not a dict"
+    for key in ("adapter", "optimizer", "scheduler", "rng"):
+        if not isinstance(state.get(key), dict):
+            return f"'{key}' missing or not a dict"
+    for key in ("epoch", "global_step", "samples_in_epoch"):
+        value = state.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 40:
+            return f"'{key}' must be a whole number of 0 or more, got {value!r}"
+    adapter = state["adapter"]
+    if not adapter or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in adapter.items()):
+        return "'adapter' must map parameter names to tensors"
+    for name, tensor in adapter.items():
+        if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all()):
+            return f"adapter tensor '{name}' is not finite floating point"
+    rng = state["rng"].get("torch")
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.ndim != 1:
+        return "'rng' has no torch generator state"
+    return None
 
 
 def checkpoint_dir(output_dir: str | Path, name: str) -> Path:

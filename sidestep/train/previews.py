@@ -142,9 +142,10 @@ def free_memory(device: torch.device | None = None) -> None:
 def _vae_latents_per_second(vae_dir: Path) -> float:
     try:
         config = json.loads((Path(vae_dir) / "config.json").read_text(encoding="utf-8"))
-        return float(config.get("sampling_rate", 48000)) / math.prod(config.get("downsampling_ratios", [1920]))
-    except (OSError, ValueError, TypeError):
+        rate = float(config.get("sampling_rate", 48000)) / math.prod(config.get("downsampling_ratios", [1920]))
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, OverflowError, ZeroDivisionError):
         return 25.0
+    return rate if math.isfinite(rate) and rate > 0 else 25.0
 
 
 @contextlib.contextmanager

@@ -60,9 +60,14 @@ class TrainingFailed(SidestepError):
 
 
 class TrainingInterrupted(SidestepError):
-    """Ctrl-C: a checkpoint was saved; the message holds the resume command."""
+    """Ctrl-C (exit 130) or SIGTERM (exit 143: docker stop, SLURM pre-emption): a checkpoint was saved; the
+    message holds the resume command."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 @dataclass
@@ -312,8 +317,9 @@ class Trainer:
             self.save(folder, epoch, batches_done * self.config.batch_size * self.fabric.world_size)
         else:
             self.save(folder, epoch + 1, 0)
-        raise TrainingInterrupted(f"interrupted at optimizer step {self.global_step}; checkpoint saved to "
-                                  f"{folder}. Resume with:\n  {resume_command(self.config, self.mode, folder)}")
+        raise TrainingInterrupted(f"{self.stop_reason} at optimizer step {self.global_step}; checkpoint saved to "
+                                  f"{folder}. Resume with:\n  {resume_command(self.config, self.mode, folder)}",
+                                  self.stop_signal)
 
     def end_epoch(self, epoch: int) -> None:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
@@ -338,6 +344,9 @@ class Trainer:
     def finish(self, seconds: float) -> TrainResult:
         result = self.result
         result.optimizer_steps, result.seconds, result.final_loss = self.global_step, seconds, self.monitor.last_loss
+        if self.global_step == 0 and result.skipped_steps:
+            raise TrainingFailed(f"[FAIL] every optimizer step had a NaN/inf loss or gradient ({result.skipped_steps} "
+                                 "skipped, none applied); lower --lr, try --precision fp32, or check the dataset")
         if self.global_step == 0:
             raise TrainingFailed(f"[FAIL] no optimizer step ran ({len(self.dataset)} samples, batch size "
                                  f"{self.config.batch_size}, {self.config.epochs} epochs); check --dataset-dir and "
@@ -448,7 +457,9 @@ class Trainer:
         return ok if self.fabric.world_size == 1 else self.fabric.strategy.reduce_boolean_decision(ok, all=True)
 
     def _stop_requested(self, stop: "_StopFlag") -> bool:
-        """A Ctrl-C on any process stops all of them at the same step."""
+        """A Ctrl-C (or SIGTERM) on any process stops all of them at the same step."""
+        self.stop_signal = stop.signum or signal.SIGINT
+        self.stop_reason = "terminated (SIGTERM)" if self.stop_signal == signal.SIGTERM else "interrupted"
         if self.fabric.world_size == 1:
             return stop.requested
         return self.fabric.strategy.reduce_boolean_decision(stop.requested, all=False)
@@ -566,29 +577,38 @@ def _datasets(config: Config):
 
 
 class _StopFlag:
-    """First Ctrl-C asks for a clean stop at the next optimizer step; a second one aborts."""
+    """First Ctrl-C or SIGTERM asks for a clean stop at the next optimizer step; a second one aborts."""
+
+    SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
     def __init__(self, note):
         self.requested = False
+        self.signum: int | None = None
         self._note = note
-        self._previous = None
+        self._previous: dict[int, Any] = {}
         self._pid = os.getpid()  # data-loader workers inherit the handler; only the trainer answers
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread (e.g. a wizard worker): no handler
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except (ValueError, OSError):  # not the main thread (e.g. a wizard worker): no handler
+                pass
         return self
 
     def _handle(self, signum, frame):
         if os.getpid() != self._pid:
+            if signum != signal.SIGINT:  # a worker told to end ends (Ctrl-C reaches the trainer too)
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
             return
-        self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._note("\nStopping after this optimizer step and saving a checkpoint (Ctrl-C again to abort without "
+        self.requested, self.signum = True, signum
+        for sig in self._previous:  # the second signal of either kind aborts at once
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        what = "SIGTERM received: stopping" if signum != signal.SIGINT else "Stopping"
+        self._note(f"\n{what} after this optimizer step and saving a checkpoint (Ctrl-C again to abort without "
                    "saving)...")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

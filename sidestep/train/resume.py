@@ -24,7 +24,10 @@ def load_resume_state(config: Config, model: TrainingModel, mode: str) -> dict[s
     try:
         saved = json.loads((folder / checkpoints.RUN_FILE).read_text(encoding="utf-8"))
         saved_config, saved_model = saved["config"], saved["inference"]["model_variant"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if not isinstance(saved_config, dict) or not isinstance(saved_model, str) or \
+                not isinstance(saved.get("training", {}), dict):
+            raise TypeError
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         raise SidestepError(f"{folder / checkpoints.RUN_FILE}: missing or unreadable; --resume-from takes a "
                             "checkpoints/... folder written by Side-Step") from None
     if saved_model != model.entry.name:

@@ -107,7 +107,7 @@ def corpus(tiny_root_readonly, tmp_path_factory):
     real_read = sf.read
 
     def spy(file, frames=-1, *a, **kw):
-        reads.append((Path(file).name, frames))
+        reads.append((Path(os.fsdecode(file)).name, frames))  # libsndfile gets bytes paths on POSIX
         return real_read(file, frames, *a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:

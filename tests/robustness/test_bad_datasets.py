@@ -73,7 +73,9 @@ def test_dataset_folder_that_does_not_exist(tiny_root_readonly, tmp_path, out):
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-@pytest.mark.parametrize("damage,kind", [(b"not a pickle", "UnpicklingError"), (None, "KeyError")])
+@pytest.mark.parametrize("damage,kind", [(b"not a pickle", "not a readable preprocessed sample (UnpicklingError)"),
+                                         (None, "not a usable preprocessed sample ('attention_mask' is missing, "
+                                                "not a tensor)")])
 def test_damaged_sample_is_named_in_one_line(tiny_root_readonly, tmp_path, out, workers, damage, kind):
     """Found by a DataLoader worker the error crosses a process boundary: still one line, no traceback."""
     dataset = write_tensor_dataset(tmp_path / "ds", n=2)
@@ -87,7 +89,6 @@ def test_damaged_sample_is_named_in_one_line(tiny_root_readonly, tmp_path, out, 
     before = snapshot(out)
     code, text = _train(tiny_root_readonly, dataset, out, "--num-workers", workers, "--no-persistent-workers")
     assert code == 2
-    assert error_line(text) == f"{dataset / 'song1.pt'}: not a readable preprocessed sample ({kind}); rerun " \
-                               "train.py preprocess"
+    assert error_line(text) == f"{dataset / 'song1.pt'}: {kind}; rerun train.py preprocess"
     assert "DataLoader worker" not in text
     _earlier_untouched(before, out)

@@ -116,5 +116,5 @@ def test_out_of_range_flag_over_a_good_preset_is_refused(setup):
 def test_preprocess_max_duration_must_be_positive(tiny_root_readonly, tmp_path):
     code, text = run_cli("preprocess", "--checkpoint-dir", tiny_root_readonly, "--audio-dir", tmp_path,
                          "--tensor-output", tmp_path / "out", "--max-duration", "0")
-    assert code == 2 and error_line(text) == "--max-duration must be in (0, inf), got 0.0"
+    assert code == 2 and error_line(text) == "--max-duration must be in (0, 86400], got 0.0"
     assert not (tmp_path / "out").exists()
