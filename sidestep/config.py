@@ -13,10 +13,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidestep.data.metadata import BUILT_FIELDS
+from sidestep.data.prompts import TAG_POSITIONS
 from sidestep.errors import SidestepError
 
 TRAIN = ("fixed", "vanilla", "selective")
 PREPROCESS = ("preprocess",)
+DATASET = ("dataset",)
 ESTIMATE = ("estimate",)
 MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
 
@@ -146,8 +149,8 @@ class Config:
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")
-    audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)", TRAIN + PREPROCESS,
-                                basic=True)
+    audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)",
+                                TRAIN + PREPROCESS + DATASET, basic=True)
     dataset_json: str | None = opt(None, "Preprocessing", "Dataset JSON with captions, lyrics and metadata",
                                    TRAIN + PREPROCESS, basic=True)
     tensor_output: str | None = opt(None, "Preprocessing", "Where the preprocessed tensors go (a --dataset-dir)",
@@ -156,6 +159,26 @@ class Config:
                               TRAIN + PREPROCESS, bounds="(0,inf)")
     vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
                         TRAIN + PREPROCESS, choices=("sample", "mean"))
+
+    # Dataset JSON (train.py dataset)
+    dataset_out: str | None = opt(None, "Dataset JSON", "The dataset JSON to write or read (default: "
+                                  "AUDIO_DIR/dataset.json)", DATASET, flags=("--out",), basic=True)
+    overwrite: list[str] = opt([], "Dataset JSON", "Refill this field even where it holds a value (repeatable)",
+                               DATASET, nargs="append", choices=BUILT_FIELDS)
+    transcribe: str | None = opt(None, "Dataset JSON", "Transcribe missing lyrics with this speech-recognition "
+                                 "model (Whisper path or hub name; offline with HF_HUB_OFFLINE=1)", DATASET)
+    custom_tag: str | None = opt(None, "Dataset JSON", "Trigger word added to every caption (metadata.custom_tag)",
+                                 DATASET, flags=("--tag",))
+    tag_position: str | None = opt(None, "Dataset JSON", "Where the trigger word goes in the caption",
+                                   DATASET, choices=TAG_POSITIONS)
+    genre_ratio: float | None = opt(None, "Dataset JSON", "Percent of songs whose caption is their genre",
+                                    DATASET, bounds="[0,100]")
+    review: bool = opt(False, "Dataset JSON", "Show every song and field with its source; flag doubtful values",
+                       DATASET)
+    set_values: list[str] = opt([], "Dataset JSON", "Set a field by hand: SONG:FIELD=VALUE (repeatable; "
+                                "source becomes user)", DATASET, flags=("--set",), nargs="append")
+    show_prompt: str | None = opt(None, "Dataset JSON", "Print the exact prompt preprocess builds for this song",
+                                  DATASET)
 
     # Estimation and selective training
     estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE, bounds="[1,inf)")
@@ -234,8 +257,10 @@ def flag_of(f: dataclasses.Field) -> str:
 def field_problem(f: dataclasses.Field, value: Any) -> str | None:
     """Why `value` breaks the field's declared choices or bounds, else None."""
     choices = f.metadata.get("choices")
-    if choices and value is not None and value not in choices:
-        return f"must be one of {', '.join(choices)}, got {value!r}"
+    values = value if isinstance(value, list) else [value]  # a repeatable flag: each value is a choice
+    bad = [v for v in values if v is not None and v not in (choices or (v,))]
+    if bad:
+        return f"must be one of {', '.join(choices)}, got {bad[0]!r}"
     return bounds_error(f, value)
 
 

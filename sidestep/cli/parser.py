@@ -35,6 +35,8 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
             kwargs["nargs"] = f.metadata["nargs"]
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             kwargs["type"] = type(default)
+        elif default is None and str(f.type).split("|")[0].strip() in ("int", "float"):  # optional number
+            kwargs["type"] = {"int": int, "float": float}[str(f.type).split("|")[0].strip()]
         if default is not None and default != []:
             shown = " ".join(default) if isinstance(default, list) else default
             kwargs["help"] += f" (default: {shown})"

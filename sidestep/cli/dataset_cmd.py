@@ -1,0 +1,107 @@
+"""`train.py dataset`: build, review, edit the dataset JSON and show a song's prompt (logic in
+sidestep/data/dataset_builder.py; this module only renders)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from sidestep.config import Config
+from sidestep.console import get_console
+from sidestep.data import dataset_builder as builder
+from sidestep.errors import SidestepError
+
+_SHORT = {"caption": 28, "genre": 14, "lyrics": 18, "title": 16, "artist": 14}
+# One letter per source keeps the table narrow; the legend under it spells them out.
+_LETTER = {"user": "U", "sidecar": "S", "tag": "T", "detected": "D", "transcribed": "W"}
+LEGEND = "Sources: U user, S sidecar file, T embedded tag, D detected from the audio, W transcribed."
+
+
+def json_path(config: Config) -> Path:
+    if config.dataset_out:
+        return Path(config.dataset_out).expanduser()
+    if config.audio_dir:
+        return Path(config.audio_dir).expanduser() / builder.DEFAULT_NAME
+    raise SidestepError("no dataset JSON named; give --out PATH (or --audio-dir, whose dataset.json is used)")
+
+
+def _cell(value, source, limit: int = 20) -> str:
+    if value is None or value == "":
+        return "-"
+    text = " ".join(str(value).split())
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return f"{text} [{_LETTER.get(source, source)}]" if source else text
+
+
+def review_table(path: Path, console: Console) -> tuple[Table, int]:
+    rows = builder.review_rows(path)
+    fields = [f for f in builder.FIELDS if any(r.cells[f][0] not in (None, "") for r in rows) or
+              any(f in r.doubts for r in rows)]
+    table = Table(title=f"{path}: {len(rows)} song(s)", box=box.SIMPLE if console.is_terminal else box.ASCII)
+    table.add_column("song", overflow="fold")
+    for name in fields:
+        table.add_column(name, overflow="fold")
+    table.add_column("check", overflow="fold")
+    flagged = 0
+    for row in rows:
+        cells = []
+        for name in fields:
+            text = _cell(*row.cells[name], _SHORT.get(name, 20))
+            cells.append(f"? {text}" if name in row.doubts else text)
+        flagged += bool(row.doubts)
+        table.add_row(row.song, *cells, "; ".join(f"{k}: {v}" for k, v in row.doubts.items()))
+    return table, flagged
+
+
+def _print(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False)
+
+
+def run_dataset(config: Config, args: argparse.Namespace) -> int:
+    console = get_console()
+    path = json_path(config)
+    if not path.is_file() and not config.audio_dir:
+        raise SidestepError(f"{path}: dataset JSON not found; build it first with "
+                            f"`train.py dataset --audio-dir SONGS --out {path}`")
+    for item in config.set_values:
+        left, sep, value = item.partition("=")
+        song, colon, name = left.rpartition(":")
+        if not sep or not colon:
+            raise SidestepError(f"--set {item!r}: write it as SONG:FIELD=VALUE, e.g. song.wav:bpm=120")
+        entry = builder.set_field(path, song, name, value)
+        _print(console, f"{song}: {name} = {entry.get(name)!r} (user)")
+    if config.show_prompt:
+        prompt, lyrics = builder.show_prompt(path, config.show_prompt, config.audio_dir, config.max_duration)
+        _print(console, prompt + "\n# Lyrics\n" + lyrics)
+        return 0
+    building = config.audio_dir is not None and not config.review and not config.set_values
+    if building or config.custom_tag is not None or config.tag_position is not None or config.genre_ratio is not None:
+        if not config.audio_dir:
+            raise SidestepError("building the dataset JSON needs the songs: give --audio-dir SONGS")
+        transcriber = None
+        if config.transcribe:
+            from sidestep.data.transcribe import whisper_transcriber
+
+            transcriber = whisper_transcriber(config.transcribe, config.device)
+        report = builder.build_dataset(config.audio_dir, path, tuple(config.overwrite), transcriber,
+                                       custom_tag=config.custom_tag, tag_position=config.tag_position,
+                                       genre_ratio=config.genre_ratio,
+                                       on_song=lambda rel: _print(console, f"reading {rel}"))
+        for rel, why in report.unreadable:
+            _print(console, f"skipped {rel}: {why}")
+        for key in report.missing:
+            _print(console, f"kept entry {key}: its audio file is not in {config.audio_dir}")
+        filled = sum(len(v) for v in report.filled.values())
+        _print(console, f"Wrote {report.path}: {len(report.songs)} song(s), {len(report.added)} new, {filled} "
+                        f"field(s) filled, {len(report.unreadable)} unreadable. Check it with "
+                        f"`train.py dataset --out {report.path} --review`")
+    if config.review or not (building or config.set_values):
+        table, flagged = review_table(path, console)
+        console.print(table)
+        _print(console, LEGEND)
+        _print(console, f"{flagged} song(s) to check (marked ?). Fix a value with --set SONG:FIELD=VALUE.")
+    return 0
