@@ -16,9 +16,8 @@ from sidestep.data import dataset_builder as builder
 from sidestep.errors import SidestepError
 
 _SHORT = {"caption": 28, "genre": 14, "lyrics": 18, "title": 16, "artist": 14}
-# One letter per source keeps the table narrow; the legend under it spells them out.
-_LETTER = {"user": "U", "sidecar": "S", "tag": "T", "detected": "D", "transcribed": "W"}
-LEGEND = "Sources: U user, S sidecar file, T embedded tag, D detected from the audio, W transcribed."
+LEGEND = ("Sources: user (yours: never replaced), sidecar (song.txt, song.lyrics.txt, song.lrc), tag (embedded), "
+          "detected (from the audio), transcribed (--transcribe).")
 
 
 def json_path(config: Config) -> Path:
@@ -34,26 +33,28 @@ def _cell(value, source, limit: int = 20) -> str:
         return "-"
     text = " ".join(str(value).split())
     text = text if len(text) <= limit else text[:limit - 1] + "…"
-    return f"{text} [{_LETTER.get(source, source)}]" if source else text
+    return f"{text} [{source}]" if source else text
 
 
 def review_table(path: Path, console: Console) -> tuple[Table, int]:
+    """One row per song and field (long form, readable at any width); doubtful values marked `?`."""
     rows = builder.review_rows(path)
-    fields = [f for f in builder.FIELDS if any(r.cells[f][0] not in (None, "") for r in rows) or
-              any(f in r.doubts for r in rows)]
     table = Table(title=f"{path}: {len(rows)} song(s)", box=box.SIMPLE if console.is_terminal else box.ASCII)
-    table.add_column("song", overflow="fold")
-    for name in fields:
-        table.add_column(name, overflow="fold")
-    table.add_column("check", overflow="fold")
+    for column in ("song", "field", "value", "source", "check"):
+        table.add_column(column, overflow="fold")
     flagged = 0
     for row in rows:
-        cells = []
-        for name in fields:
-            text = _cell(*row.cells[name], _SHORT.get(name, 20))
-            cells.append(f"? {text}" if name in row.doubts else text)
+        first = True
+        for name in builder.FIELDS:
+            value, source = row.cells[name]
+            doubt = row.doubts.get(name)
+            if value in (None, "") and not doubt:
+                continue
+            table.add_row(row.song if first else "", name, _cell(value, None, _SHORT.get(name, 24)),
+                          source or "", f"? {doubt}" if doubt else "")
+            first = False
         flagged += bool(row.doubts)
-        table.add_row(row.song, *cells, "; ".join(f"{k}: {v}" for k, v in row.doubts.items()))
+        table.add_section()
     return table, flagged
 
 
