@@ -49,7 +49,7 @@ class Config:
 
     # Device and precision
     device: str = opt("auto", "Device and precision", "auto, cuda, cuda:N, mps, xpu or cpu",
-                      MODEL_CMDS + ("generate",))
+                      MODEL_CMDS + ("generate",) + DATASET)
     precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
                          "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
 

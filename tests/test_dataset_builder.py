@@ -173,3 +173,30 @@ def test_accuracy_floor(tmp_path):
         bpm_ok += abs(result.bpm / spec.bpm - 1) <= 0.02
         key_ok += result.keyscale == spec.keyscale
     assert bpm_ok >= 6 and key_ok >= 5, (bpm_ok, key_ok)
+
+
+def test_transcription_plumbing_with_a_tiny_random_whisper(tmp_path, monkeypatch, capsys):
+    from tiny_whisper import write_tiny_whisper
+
+    from sidestep.data.transcribe import whisper_transcriber
+
+    model = write_tiny_whisper(tmp_path / "whisper")
+    songs = tmp_path / "songs"
+    write_song(songs / "sung.wav", SongSpec(bpm=100, tonic=0, mode="major", seconds=3))
+    write_song(songs / "kept.wav", SongSpec(bpm=100, tonic=0, mode="major", seconds=3, seed=1))
+    (songs / "kept.lyrics.txt").write_text("my own words")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text, language = whisper_transcriber(str(model), "cpu")(songs / "sung.wav")
+    assert text and language in ("en", "de")
+    out = tmp_path / "ds.json"
+    assert main(["--plain", "dataset", "--audio-dir", str(songs), "--out", str(out), "--transcribe", str(model),
+                 "--device", "cpu"]) == 0
+    sung, kept = _entries(out)["sung.wav"], _entries(out)["kept.wav"]
+    assert (sung["lyrics"], sung["lyrics_source"]) == (text, "transcribed")  # deterministic model, same transcript
+    assert (sung["language"], sung["language_source"]) == (language, "transcribed")
+    assert (sung["is_instrumental"], sung["is_instrumental_source"]) == (False, "transcribed")
+    assert (kept["lyrics"], kept["lyrics_source"]) == ("my own words", "sidecar") and "language" not in kept
+    assert main(["--plain", "dataset", "--audio-dir", str(songs), "--out", str(out), "--transcribe",
+                 str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().out.strip().splitlines()[-1]
+    assert err.startswith("error: --transcribe") and "cannot load the speech-recognition model" in err
