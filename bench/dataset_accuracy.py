@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -44,6 +45,12 @@ def _key_relation(truth: str, found: str | None) -> str:
     if tn == fn:
         return "parallel"
     return "other"
+
+
+def _machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    return f"{platform.machine()} CPU ({model or platform.processor() or 'unknown model'}), {os.cpu_count()} cores"
 
 
 def main() -> None:
@@ -95,7 +102,7 @@ def main() -> None:
                    flagged=dict(wrong_bpm=counts["wrong_bpm_flagged"], right_bpm=counts["right_bpm_flagged"],
                                 wrong_key=counts["wrong_key_flagged"], right_key=counts["right_key_flagged"]),
                    analysis_s_per_song=round(sum(seconds[1:]) / max(1, n - 1), 2),
-                   machine=f"{platform.machine()} CPU, {platform.processor() or 'unknown model'}")
+                   machine=_machine())
     print(json.dumps(summary))
 
 

@@ -77,7 +77,7 @@ def run_dataset(config: Config, args: argparse.Namespace) -> int:
         _print(console, f"{song}: {name} = {entry.get(name)!r} (user)")
     if config.show_prompt:
         prompt, lyrics = builder.show_prompt(path, config.show_prompt, config.audio_dir, config.max_duration)
-        _print(console, prompt + "\n# Lyrics\n" + lyrics)
+        _print(console, prompt + "\n# Lyrics (encoded separately; not part of the prompt)\n" + lyrics)
         return 0
     building = config.audio_dir is not None and not config.review and not config.set_values
     if building or config.custom_tag is not None or config.tag_position is not None or config.genre_ratio is not None:
