@@ -200,3 +200,30 @@ def test_transcription_plumbing_with_a_tiny_random_whisper(tmp_path, monkeypatch
                  str(tmp_path / "no-such-model")]) == 2
     err = capsys.readouterr().out.strip().splitlines()[-1]
     assert err.startswith("error: --transcribe") and "cannot load the speech-recognition model" in err
+
+
+def test_wizard_builds_reviews_and_edits_the_json(songs, tmp_path, tiny_root_readonly):
+    import subprocess
+
+    from wizard_pty import TRAIN_PY, wizard_env, write_settings
+
+    home = tmp_path / "home"
+    write_settings(home, tiny_root_readonly)
+    out = tmp_path / "wiz.json"
+    script = "\n".join(["dataset", "",  # menu; wizard mode: basic
+                        str(songs), str(out), "trig",  # audio-dir, out, tag
+                        "",  # start building? yes
+                        "edit", "c.wav", "bpm", "131",  # review: edit a field
+                        "edit", "c.wav", "keyscale", "H major",  # refused: not a key; the review goes on
+                        "prompt", "c.wav",
+                        "done", "quit"]) + "\n"
+    result = subprocess.run([sys.executable, str(TRAIN_PY), "--plain"], input=script, capture_output=True,
+                            text=True, cwd=tmp_path, env=wizard_env(home), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    c = _entries(out)["c.wav"]
+    assert (c["bpm"], c["bpm_source"], c["keyscale"]) == (131, "user", "F# minor")
+    assert read_dataset_json(out).custom_tag == "trig"
+    assert "not a key" in result.stdout and "| bpm " in result.stdout
+    assert "# Caption\ntrig, " in result.stdout and "- bpm: 131\n" in result.stdout
+    assert f"--dataset-json {out}" in " ".join(result.stdout.split())  # the hint may be wrapped
