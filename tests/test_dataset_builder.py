@@ -101,6 +101,13 @@ def test_rerun_keeps_user_values_and_overwrite_refills(built, songs):
     build_dataset(songs, out, overwrite=("bpm",))
     a = _entries(out)["a.wav"]
     assert (a["bpm"], a["bpm_source"]) == (120, "detected") and a["genre"] == "my genre"
+    set_field(out, "a.wav", "lyrics", "la la")  # the user's lyrics make it a sung song on the next run
+    build_dataset(songs, out)
+    a = _entries(out)["a.wav"]
+    assert (a["lyrics_source"], a["is_instrumental"], a["is_instrumental_source"]) == ("user", False, "user")
+    set_field(out, "a.wav", "lyrics", "")
+    set_field(out, "a.wav", "is_instrumental", "")
+    assert "lyrics" not in _entries(out)["a.wav"] or _entries(out)["a.wav"]["lyrics"] is None
 
 
 def test_set_field_and_review_flags(built):

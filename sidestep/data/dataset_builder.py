@@ -276,14 +276,18 @@ def fill_entry(entry: dict[str, Any], audio: Path, overwrite: set[str], transcri
     if not wanted:
         return []
     found = _static_candidates(audio)
-    if any(n in wanted and n not in found.values for n in ("bpm", "keyscale", "duration")):
+    if "timesignature" in overwrite or any(n in wanted and n not in found.values
+                                           for n in ("bpm", "keyscale", "duration")):
         result = analyse(audio)
         found.offer("duration", result.duration, "detected")
         found.offer("bpm", result.bpm, "detected", result.bpm_confidence)
         found.offer("keyscale", result.keyscale, "detected", result.key_confidence)
         found.offer("timesignature", result.timesignature, "detected", result.timesignature_confidence)
     lyrics_known = not _empty(entry.get("lyrics")) and "lyrics" not in overwrite
-    if transcriber and "lyrics" in wanted and "lyrics" not in found.values and not lyrics_known:
+    if lyrics_known:  # the entry's own lyrics say it is sung
+        found.offer("is_instrumental", False, entry.get("lyrics_source") or "user")
+    said_instrumental = entry.get("is_instrumental") is True and "is_instrumental" not in overwrite
+    if transcriber and "lyrics" in wanted and "lyrics" not in found.values and not said_instrumental:
         text, language = transcriber(audio)
         found.offer("lyrics", text, "transcribed")
         found.offer("language", language, "transcribed")
