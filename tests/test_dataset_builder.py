@@ -113,6 +113,7 @@ def test_rerun_keeps_user_values_and_overwrite_refills(built, songs):
 def test_set_field_and_review_flags(built):
     out, _ = built
     set_field(out, "a.wav", "keyscale", "ebm")
+    assert "unknown whether sung" in {r.song: r for r in review_rows(out)}["a.wav"].doubts["is_instrumental"]
     set_field(out, "a", "is_instrumental", "no")
     a = _entries(out)["a.wav"]
     assert (a["keyscale"], a["keyscale_source"]) == ("Eb minor", "user") and "keyscale_confidence" not in a

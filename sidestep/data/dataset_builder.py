@@ -323,7 +323,8 @@ class ReviewRow:
 
 def doubts(entry: dict[str, Any]) -> dict[str, str]:
     """Fields worth a second look: detected values of low confidence, keys outside the prompt's
-    vocabulary, a vocal song without lyrics, missing tempo or key."""
+    vocabulary, a vocal song without lyrics, a song without lyrics not known to be instrumental,
+    missing tempo or key."""
     out: dict[str, str] = {}
     for name, floor in (("bpm", BPM_DOUBTFUL), ("keyscale", KEY_DOUBTFUL)):
         value, conf = entry.get(name), entry.get(_CONFIDENCE[name])
@@ -336,6 +337,9 @@ def doubts(entry: dict[str, Any]) -> dict[str, str]:
         out["keyscale"] = "not in the prompt's key vocabulary (e.g. 'F# minor')"
     if _empty(entry.get("lyrics")) and entry.get("is_instrumental") is False:
         out["lyrics"] = "vocal song without lyrics"
+    elif _empty(entry.get("lyrics")) and entry.get("is_instrumental") is None:
+        out["is_instrumental"] = ("unknown whether sung (no lyrics found); it trains as [Instrumental]: add lyrics, "
+                                  "--transcribe, or set is_instrumental")
     return out
 
 
