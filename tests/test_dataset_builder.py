@@ -27,7 +27,7 @@ def _entries(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def songs(tmp_path_factory) -> Path:
     """a.wav: caption sidecar, nothing else; b.flac: Vorbis tags; c.wav: ID3 tags; d.wav: .lrc lyrics;
-    junk.wav: not audio."""
+    v.wav: a sung line, no lyrics; junk.wav: not audio."""
     import mutagen.flac
     import mutagen.wave
     from mutagen.id3 import TBPM, TCON, TIT2, TKEY, TPE1, USLT
@@ -51,6 +51,7 @@ def songs(tmp_path_factory) -> Path:
     write_song(d / "d.wav", SongSpec(bpm=140, tonic=0, mode="minor", seconds=4, seed=3))
     (d / "d.lrc").write_text("[ar:Someone]\n[ti:Dee]\n[00:01.00][00:09.00]hello world\n"
                              "[00:03.50]<00:03.50>second <00:04.00>line\n[Chorus]\n")
+    write_song(d / "v.wav", SongSpec(bpm=110, tonic=5, mode="major", seconds=8, timbre="pluck", seed=2, vocals=True))
     (d / "junk.wav").write_bytes(b"this is not audio at all")
     return d
 
@@ -64,7 +65,7 @@ def built(songs, tmp_path_factory) -> tuple[Path, object]:
 def test_every_field_from_its_best_source(built):
     out, report = built
     parsed = read_dataset_json(out)  # the reader preprocess uses accepts it
-    assert {s.key for s in parsed.samples} == {"a.wav", "b.flac", "c.wav", "d.wav"}
+    assert {s.key for s in parsed.samples} == {"a.wav", "b.flac", "c.wav", "d.wav", "v.wav"}
     assert (parsed.custom_tag, parsed.tag_position, parsed.genre_ratio) == ("zzz", "append", 50.0)
     e = _entries(out)
     a, b, c, d = e["a.wav"], e["b.flac"], e["c.wav"], e["d.wav"]
@@ -72,7 +73,9 @@ def test_every_field_from_its_best_source(built):
     assert (a["bpm"], a["bpm_source"]) == (120, "detected") and 0 <= a["bpm_confidence"] <= 1
     assert (a["keyscale"], a["keyscale_source"]) == ("G major", "detected")
     assert (a["duration"], a["duration_source"]) == (8.0, "detected")
-    assert "lyrics" not in a and "is_instrumental" not in a  # unknown stays unknown
+    assert "lyrics" not in a and (a["is_instrumental"], a["is_instrumental_source"]) == (True, "detected")
+    v = e["v.wav"]
+    assert (v["is_instrumental"], v["is_instrumental_source"]) == (False, "detected") and v["vocal_score"] >= 0.2
     assert (b["bpm"], b["bpm_source"], b["keyscale"], b["keyscale_source"]) == (128, "tag", "A minor", "tag")
     assert "bpm_confidence" not in b
     assert (b["genre"], b["title"], b["artist"]) == ("synthwave", "Bee", "The Tests")
@@ -101,7 +104,11 @@ def test_rerun_keeps_user_values_and_overwrite_refills(built, songs):
     build_dataset(songs, out, overwrite=("bpm",))
     a = _entries(out)["a.wav"]
     assert (a["bpm"], a["bpm_source"]) == (120, "detected") and a["genre"] == "my genre"
-    set_field(out, "a.wav", "lyrics", "la la")  # the user's lyrics make it a sung song on the next run
+    set_field(out, "a.wav", "lyrics", "la la")  # lyrics, but the detected "instrumental" is not replaced: flagged
+    build_dataset(songs, out)
+    assert _entries(out)["a.wav"]["is_instrumental"] is True
+    assert "marked instrumental" in {r.song: r for r in review_rows(out)}["a.wav"].doubts["is_instrumental"]
+    set_field(out, "a.wav", "is_instrumental", "")  # cleared: the user's lyrics make it a sung song
     build_dataset(songs, out)
     a = _entries(out)["a.wav"]
     assert (a["lyrics_source"], a["is_instrumental"], a["is_instrumental_source"]) == ("user", False, "user")
@@ -121,6 +128,7 @@ def test_set_field_and_review_flags(built):
     assert rows["a.wav"].doubts == {"lyrics": "vocal song without lyrics"}
     assert rows["a.wav"].cells["keyscale"] == ("Eb minor", "user")
     assert rows["b.flac"].doubts == {}
+    assert "sung voice detected" in rows["v.wav"].doubts["lyrics"]
     with pytest.raises(SidestepError, match="not a key"):
         set_field(out, "a.wav", "keyscale", "H major")
     with pytest.raises(SidestepError, match="no entry for song"):
@@ -134,7 +142,7 @@ def test_set_field_and_review_flags(built):
 def test_show_prompt_is_preprocess_prompt(built, songs, capsys):
     out, _ = built
     prompt, lyrics = show_prompt(out, "c.wav", songs)
-    files = ["a.wav", "b.flac", "c.wav", "d.wav", "junk.wav"]  # what preprocess scans, in its order
+    files = ["a.wav", "b.flac", "c.wav", "d.wav", "junk.wav", "v.wav"]  # what preprocess scans, in its order
     in_subset = files.index("c.wav") in genre_subset(len(files), 50)
     _, expected = sample_prompt(_entries(out)["c.wav"].get("caption") or "c", "lofi", None, in_subset, "zzz",
                                 "append", 84, None, "F# minor", 4.0)
@@ -149,7 +157,7 @@ def test_cli_build_review_set_and_errors(songs, tmp_path, capsys):
     assert main(["--plain", "dataset", "--audio-dir", str(songs), "--out", str(out), "--tag", "trig",
                  "--tag-position", "replace", "--genre-ratio", "20"]) == 0
     text = capsys.readouterr().out
-    assert "skipped junk.wav: not a readable audio file" in text and "4 song(s), 4 new" in text
+    assert "skipped junk.wav: not a readable audio file" in text and "5 song(s), 5 new" in text
     assert read_dataset_json(out).tag_position == "replace"
     assert main(["--plain", "dataset", "--out", str(out), "--set", "b.flac:bpm=131"]) == 0
     assert _entries(out)["b.flac"]["bpm"] == 131

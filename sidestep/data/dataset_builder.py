@@ -6,7 +6,8 @@ which one gave it:
     user        already in the JSON (written by hand, or set with --set / the wizard)
     sidecar     song.caption.txt / song.txt (caption), song.lyrics.txt / song.lrc (lyrics)
     tag         the file's embedded tags (title, artist, genre, BPM, key, lyrics; read with mutagen)
-    detected    measured from the audio (duration, BPM, key/scale, time signature; sidestep/data/analysis.py)
+    detected    measured from the audio (duration, BPM, key/scale, time signature, and sung or
+                instrumental when no lyrics were found; sidestep/data/analysis.py)
     transcribed a speech-recognition model's transcript (--transcribe MODEL), and its language
 
 A field that holds a value is never replaced unless it is named with --overwrite. The JSON
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from sidestep.data.analysis import BPM_DOUBTFUL, KEY_DOUBTFUL, analyse, normalise_key, parse_bpm
+from sidestep.data.analysis import (BPM_DOUBTFUL, KEY_DOUBTFUL, analyse, detect_vocals, load_mono, normalise_key,
+                                    parse_bpm)
 from sidestep.data.audio import AudioError
 from sidestep.data.metadata import BUILT_FIELDS, DatasetMeta, match_entries, read_dataset_json
 from sidestep.errors import SidestepError
@@ -30,7 +32,8 @@ from sidestep.io import atomic_write_text
 FIELDS = BUILT_FIELDS
 SOURCES = ("user", "sidecar", "tag", "detected", "transcribed")
 _DETECTED = ("bpm", "keyscale", "timesignature", "duration")
-_CONFIDENCE = {"bpm": "bpm_confidence", "keyscale": "keyscale_confidence", "timesignature": "timesignature_confidence"}
+_CONFIDENCE = {"bpm": "bpm_confidence", "keyscale": "keyscale_confidence", "timesignature": "timesignature_confidence",
+               "is_instrumental": "vocal_score"}
 SIDECAR_SUFFIXES = (".txt", ".lrc")
 DEFAULT_NAME = "dataset.json"
 
@@ -295,6 +298,12 @@ def fill_entry(entry: dict[str, Any], audio: Path, overwrite: set[str], transcri
             found.offer("is_instrumental", True, "transcribed")
     if "lyrics" in found.values:
         found.offer("is_instrumental", False, found.values["lyrics"][1])
+    tried = "vocal_score" in entry and "is_instrumental" not in overwrite  # an earlier run could not tell
+    if "is_instrumental" in wanted and "is_instrumental" not in found.values and not transcriber and not tried:
+        sung, score = detect_vocals(load_mono(audio)[0])
+        entry["vocal_score"] = score
+        if sung is not None:
+            found.offer("is_instrumental", not sung, "detected", score)
     filled = []
     for name in wanted:
         if name not in found.values:
@@ -336,7 +345,11 @@ def doubts(entry: dict[str, Any]) -> dict[str, str]:
     if not _empty(key) and normalise_key(str(key)) != key:
         out["keyscale"] = "not in the prompt's key vocabulary (e.g. 'F# minor')"
     if _empty(entry.get("lyrics")) and entry.get("is_instrumental") is False:
-        out["lyrics"] = "vocal song without lyrics"
+        out["lyrics"] = "vocal song without lyrics" + (
+            " (sung voice detected: add lyrics or --transcribe; set is_instrumental yes if it is not sung)"
+            if entry.get("is_instrumental_source") == "detected" else "")
+    elif not _empty(entry.get("lyrics")) and entry.get("is_instrumental") is True:
+        out["is_instrumental"] = "has lyrics but is marked instrumental; clear one of them"
     elif _empty(entry.get("lyrics")) and entry.get("is_instrumental") is None:
         out["is_instrumental"] = ("unknown whether sung (no lyrics found); it trains as [Instrumental]: add lyrics, "
                                   "--transcribe, or set is_instrumental")
