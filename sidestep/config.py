@@ -25,11 +25,13 @@ MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
 
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
-        choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None) -> Any:
+        choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None,
+        metavar: str | None = None) -> Any:
     """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions;
-    `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard."""
+    `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard;
+    `metavar` names the value in --help (default: the field name's last word)."""
     meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic,
-                bounds=bounds)
+                bounds=bounds, metavar=metavar)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -162,11 +164,13 @@ class Config:
 
     # Dataset JSON (train.py dataset)
     dataset_out: str | None = opt(None, "Dataset JSON", "The dataset JSON to write or read (default: "
-                                  "AUDIO_DIR/dataset.json)", DATASET, flags=("--out",), basic=True)
-    overwrite: list[str] = opt([], "Dataset JSON", "Refill this field even where it holds a value (repeatable)",
-                               DATASET, nargs="append", choices=BUILT_FIELDS)
+                                  "AUDIO_DIR/dataset.json)", DATASET, flags=("--out",), basic=True, metavar="JSON")
+    overwrite: list[str] = opt([], "Dataset JSON", "Refill this field even where it holds a value (repeatable): "
+                               + ", ".join(BUILT_FIELDS), DATASET, nargs="append", choices=BUILT_FIELDS,
+                               metavar="FIELD")
     transcribe: str | None = opt(None, "Dataset JSON", "Transcribe missing lyrics with this speech-recognition "
-                                 "model (Whisper path or hub name; offline with HF_HUB_OFFLINE=1)", DATASET)
+                                 "model (Whisper path or hub name; offline with HF_HUB_OFFLINE=1)", DATASET,
+                                 metavar="MODEL")
     custom_tag: str | None = opt(None, "Dataset JSON", "Trigger word added to every caption (metadata.custom_tag)",
                                  DATASET, flags=("--tag",))
     tag_position: str | None = opt(None, "Dataset JSON", "Where the trigger word goes in the caption",
@@ -176,9 +180,10 @@ class Config:
     review: bool = opt(False, "Dataset JSON", "Show every song and field with its source; flag doubtful values",
                        DATASET)
     set_values: list[str] = opt([], "Dataset JSON", "Set a field by hand: SONG:FIELD=VALUE (repeatable; "
-                                "source becomes user)", DATASET, flags=("--set",), nargs="append")
+                                "source becomes user)", DATASET, flags=("--set",), nargs="append",
+                                metavar="SONG:FIELD=VALUE")
     show_prompt: str | None = opt(None, "Dataset JSON", "Print the exact prompt preprocess builds for this song",
-                                  DATASET)
+                                  DATASET, metavar="SONG")
 
     # Estimation and selective training
     estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE, bounds="[1,inf)")
