@@ -159,6 +159,8 @@ def test_cli_build_review_set_and_errors(songs, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "skipped junk.wav: not a readable audio file" in text and "5 song(s), 5 new" in text
     assert read_dataset_json(out).tag_position == "replace"
+    assert main(["--plain", "dataset", "--out", str(out), "--tag", "other", "--tag-position", "append"]) == 0
+    assert (read_dataset_json(out).custom_tag, read_dataset_json(out).tag_position) == ("other", "append")
     assert main(["--plain", "dataset", "--out", str(out), "--set", "b.flac:bpm=131"]) == 0
     assert _entries(out)["b.flac"]["bpm"] == 131
     assert main(["--plain", "dataset", "--out", str(out), "--review"]) == 0

@@ -80,9 +80,13 @@ def run_dataset(config: Config, args: argparse.Namespace) -> int:
         _print(console, prompt + "\n# Lyrics (encoded separately; not part of the prompt)\n" + lyrics)
         return 0
     building = config.audio_dir is not None and not config.review and not config.set_values
-    if building or config.custom_tag is not None or config.tag_position is not None or config.genre_ratio is not None:
-        if not config.audio_dir:
-            raise SidestepError("building the dataset JSON needs the songs: give --audio-dir SONGS")
+    settings = (config.custom_tag, config.tag_position, config.genre_ratio)
+    if not config.audio_dir and any(v is not None for v in settings):  # the settings alone: no need for the songs
+        metadata = builder.update_settings(path, *settings)
+        _print(console, f"{path}: custom_tag {metadata['custom_tag']!r}, tag_position {metadata['tag_position']}, "
+                        f"genre_ratio {metadata['genre_ratio']}")
+        building = False
+    elif building or any(v is not None for v in settings):
         transcriber = None
         if config.transcribe:
             from sidestep.data.transcribe import whisper_transcriber
@@ -100,7 +104,7 @@ def run_dataset(config: Config, args: argparse.Namespace) -> int:
         _print(console, f"Wrote {report.path}: {len(report.songs)} song(s), {len(report.added)} new, {filled} "
                         f"field(s) filled, {len(report.unreadable)} unreadable. Check it with "
                         f"`train.py dataset --out {report.path} --review`")
-    if config.review or not (building or config.set_values):
+    if config.review or not (building or config.set_values or any(v is not None for v in settings)):
         table, flagged = review_table(path, console)
         console.print(table)
         _print(console, LEGEND)

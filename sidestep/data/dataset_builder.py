@@ -406,6 +406,16 @@ def parse_value(name: str, text: str) -> Any:
     return text
 
 
+def update_settings(path: str | Path, custom_tag: str | None = None, tag_position: str | None = None,
+                    genre_ratio: float | None = None) -> dict[str, Any]:
+    """Change the dataset-level settings (trigger word, its position, genre ratio) without reading the songs."""
+    path = Path(path).expanduser()
+    metadata, samples, _ = _load_existing(path)
+    metadata = _settings(metadata, None, custom_tag, tag_position, genre_ratio)
+    _write(path, metadata, samples)
+    return metadata
+
+
 def set_field(path: str | Path, song: str, name: str, text: str) -> dict[str, Any]:
     """Set one field of one entry from the user's text (source "user"); returns the updated entry."""
     path = Path(path).expanduser()
