@@ -141,7 +141,7 @@ def _voice(spec: SongSpec, sr: int) -> np.ndarray:
     for b in range(int(spec.seconds / beat) + 1):
         if (b // 4) % 2 == 0 or rng.random() < 0.5:
             start, end = int(b * beat * sr), min(total, int((b + 1) * beat * sr))
-            f0[start:end] = _hz(57 + spec.tonic + scale[rng.integers(0, 7)])
+            f0[start:end] = _hz(60 + spec.tonic + scale[rng.integers(0, 7)])  # from C4: the song's key
             amp[start:end] = 1.0
     glide = int(0.06 * sr)
     smooth = np.convolve(f0, np.ones(glide) / glide, mode="same")

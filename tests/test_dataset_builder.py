@@ -120,6 +120,8 @@ def test_rerun_keeps_user_values_and_overwrite_refills(built, songs):
 def test_set_field_and_review_flags(built):
     out, _ = built
     set_field(out, "a.wav", "keyscale", "ebm")
+    set_field(out, "a.wav", "lyrics", "")
+    set_field(out, "a.wav", "is_instrumental", "")  # cleared: neither lyrics nor a verdict
     assert "unknown whether sung" in {r.song: r for r in review_rows(out)}["a.wav"].doubts["is_instrumental"]
     set_field(out, "a", "is_instrumental", "no")
     a = _entries(out)["a.wav"]
