@@ -13,10 +13,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidestep.data.metadata import BUILT_FIELDS
+from sidestep.data.prompts import TAG_POSITIONS
 from sidestep.errors import SidestepError
 
 TRAIN = ("fixed", "vanilla", "selective")
 PREPROCESS = ("preprocess",)
+DATASET = ("dataset",)
 ESTIMATE = ("estimate",)
 MODEL_CMDS = TRAIN + PREPROCESS + ESTIMATE
 FIXED = ("fixed", "selective")
@@ -27,12 +30,13 @@ RANDOM_SEED_MAX = 2**32 - 1  # what every seeded generator (numpy, Lightning) ac
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
         choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None,
-        kind: type | None = None) -> Any:
+        kind: type | None = None, metavar: str | None = None) -> Any:
     """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions;
     `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard;
-    `kind` is the value type of a field whose default is None (else str)."""
+    `kind` is the value type of a field whose default is None (else str); `metavar` names the value in --help
+    (default: the field name's last word)."""
     meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic,
-                bounds=bounds, kind=kind)
+                bounds=bounds, kind=kind, metavar=metavar)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -53,7 +57,7 @@ class Config:
 
     # Device and precision
     device: str = opt("auto", "Device and precision", "auto, cuda, cuda:N, mps, xpu or cpu",
-                      MODEL_CMDS + ("generate",))
+                      MODEL_CMDS + ("generate",) + DATASET)
     precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
                          "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
 
@@ -212,8 +216,8 @@ class Config:
 
     # Preprocessing
     preprocess: bool = opt(False, "Preprocessing", "Preprocess --audio-dir into --tensor-output before training")
-    audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)", TRAIN + PREPROCESS,
-                                basic=True)
+    audio_dir: str | None = opt(None, "Preprocessing", "Folder of songs (wav, flac, mp3, ogg)",
+                                TRAIN + PREPROCESS + DATASET, basic=True)
     dataset_json: str | None = opt(None, "Preprocessing", "Dataset JSON with captions, lyrics and metadata",
                                    TRAIN + PREPROCESS, basic=True)
     tensor_output: str | None = opt(None, "Preprocessing", "Where the preprocessed tensors go (a --dataset-dir)",
@@ -222,6 +226,29 @@ class Config:
                               TRAIN + PREPROCESS, bounds="(0,86400]")
     vae_mode: str = opt("sample", "Preprocessing", "VAE latent: sample the posterior (as upstream) or take its mean",
                         TRAIN + PREPROCESS, choices=("sample", "mean"))
+
+    # Dataset JSON (train.py dataset)
+    dataset_out: str | None = opt(None, "Dataset JSON", "The dataset JSON to write or read (default: "
+                                  "AUDIO_DIR/dataset.json)", DATASET, flags=("--out",), basic=True, metavar="JSON")
+    overwrite: list[str] = opt([], "Dataset JSON", "Refill this field even where it holds a value (repeatable): "
+                               + ", ".join(BUILT_FIELDS), DATASET, nargs="append", choices=BUILT_FIELDS,
+                               metavar="FIELD")
+    transcribe: str | None = opt(None, "Dataset JSON", "Transcribe missing lyrics with this speech-recognition "
+                                 "model (Whisper path or hub name; offline with HF_HUB_OFFLINE=1)", DATASET,
+                                 metavar="MODEL")
+    custom_tag: str | None = opt(None, "Dataset JSON", "Trigger word added to every caption (metadata.custom_tag)",
+                                 DATASET, flags=("--tag",))
+    tag_position: str | None = opt(None, "Dataset JSON", "Where the trigger word goes in the caption",
+                                   DATASET, choices=TAG_POSITIONS)
+    genre_ratio: float | None = opt(None, "Dataset JSON", "Percent of songs whose caption is their genre",
+                                    DATASET, bounds="[0,100]", kind=float)
+    review: bool = opt(False, "Dataset JSON", "Show every song and field with its source; flag doubtful values",
+                       DATASET)
+    set_values: list[str] = opt([], "Dataset JSON", "Set a field by hand: SONG:FIELD=VALUE (repeatable; "
+                                "source becomes user)", DATASET, flags=("--set",), nargs="append",
+                                metavar="SONG:FIELD=VALUE")
+    show_prompt: str | None = opt(None, "Dataset JSON", "Print the exact prompt preprocess builds for this song",
+                                  DATASET, metavar="SONG")
 
     # Estimation and selective training
     estimate_batches: int = opt(5, "Estimation", "Batches the sensitivity is averaged over", ESTIMATE, bounds="[1,inf)")
@@ -310,8 +337,10 @@ def flag_of(f: dataclasses.Field) -> str:
 def field_problem(f: dataclasses.Field, value: Any) -> str | None:
     """Why `value` breaks the field's declared choices or bounds, else None."""
     choices = f.metadata.get("choices")
-    if choices and value is not None and value not in choices:
-        return f"must be one of {', '.join(choices)}, got {value!r}"
+    values = value if isinstance(value, list) else [value]  # a repeatable flag: each value is a choice
+    bad = [v for v in values if v is not None and v not in (choices or (v,))]
+    if bad:
+        return f"must be one of {', '.join(choices)}, got {bad[0]!r}"
     return bounds_error(f, value)
 
 

@@ -122,7 +122,7 @@ class Wizard:
 
 
 def main_menu(wizard: Wizard, choice: str) -> None:
-    wizard.answer(r"Main menu\n(?:.*\n)*?  Choose 1-7 \[1\]: $", choice)
+    wizard.answer(r"Main menu\n(?:.*\n)*?  Choose 1-\d+ \[1\]: $", choice)
 
 
 def pick_kind(wizard: Wizard, number: str) -> None:
@@ -131,6 +131,6 @@ def pick_kind(wizard: Wizard, number: str) -> None:
 
 
 def quit_wizard(wizard: Wizard) -> None:
-    main_menu(wizard, "7")
+    main_menu(wizard, "quit")
     wizard.expect("Bye.")
     assert wizard.wait() == 0

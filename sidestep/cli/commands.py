@@ -6,6 +6,7 @@ from sidestep.cli.parser import Command
 
 
 def commands() -> list[Command]:
+    from sidestep.cli.dataset_cmd import run_dataset
     from sidestep.cli.demo import run_demo
     from sidestep.cli.estimate_cmd import compare_arguments, run_compare, run_estimate, run_selective
     from sidestep.cli.export_cmd import export_arguments, run_export
@@ -17,6 +18,8 @@ def commands() -> list[Command]:
     return [
         Command("demo", "End to end on a tiny built-in checkpoint (no downloads)", run_demo),
         Command("models", "List the models found under --checkpoint-dir", run_models),
+        Command("dataset", "Write the dataset JSON for a folder of songs (tags, BPM, key, lyrics); --review, "
+                "--set, --show-prompt", run_dataset),
         Command("preprocess", "Turn a folder of songs (+ optional dataset JSON) into training tensors",
                 run_preprocess),
         Command("fixed", "Corrected training: CFG dropout + the model's own timestep sampling (recommended)",

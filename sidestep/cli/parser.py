@@ -26,7 +26,8 @@ def _add_field(group: argparse._ArgumentGroup, f: dataclasses.Field) -> None:
         kwargs["action"] = argparse.BooleanOptionalAction
         kwargs["help"] += " (default: on)" if default else ""
     else:
-        kwargs["metavar"] = f.name.split("_")[-1].upper() if not f.metadata["choices"] else None
+        kwargs["metavar"] = f.metadata.get("metavar") or (f.name.split("_")[-1].upper() if not f.metadata["choices"]
+                                                          else None)
         if f.metadata["choices"]:
             kwargs["choices"] = f.metadata["choices"]
         if f.metadata["nargs"] == "append":  # repeatable flag: --x a --x b

@@ -30,6 +30,10 @@ _SAMPLE_FIELDS: dict[str, tuple[type, ...]] = {
     "bpm": _SCALAR, "keyscale": _TEXT, "timesignature": _SCALAR, "duration": (int, float), "language": _TEXT,
     "is_instrumental": (bool,), "custom_tag": _TEXT, "prompt_override": _TEXT,
 }
+# The fields `train.py dataset` fills (sidestep/data/dataset_builder.py), in the order it writes them; title and
+# artist are kept for the reader and do not reach the prompt.
+BUILT_FIELDS = ("caption", "genre", "lyrics", "bpm", "keyscale", "timesignature", "duration", "language",
+                "is_instrumental", "title", "artist")
 _TYPE_WORDS = {_TEXT: "text", _SCALAR: "a number or text", (int, float): "a number", (bool,): "true or false"}
 
 

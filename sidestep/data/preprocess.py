@@ -229,6 +229,28 @@ def _fingerprint(job: _Job, settings: Settings, dataset: DatasetMeta, models: di
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def sample_text(rel: str, path: Path, entry: SampleMeta | None, dataset: DatasetMeta, in_genre_subset: bool,
+                duration: float) -> tuple[dict[str, Any], str, str, str]:
+    """(.pt metadata, prompt caption, prompt, lyrics) of the song at `rel` (docs/design.md §5.3);
+    `train.py dataset --show-prompt` prints the same prompt through this function."""
+    e = entry or SampleMeta(key=PurePosixPath(rel).name)
+    caption = _cut(e.caption or caption_from_filename(shown(PurePosixPath(rel).stem)), STORED_MAX_CHARS)
+    tag = e.custom_tag or dataset.custom_tag
+    # The prompt's parts are cut before tokenizing (the tokens kept do not change, see CAPTION_MAX_CHARS).
+    text, prompt = sample_prompt(_cut(caption, CAPTION_MAX_CHARS), _cut(e.genre or "", CAPTION_MAX_CHARS),
+                                 _cut(e.prompt_override, CAPTION_MAX_CHARS), in_genre_subset,
+                                 _cut(tag, CAPTION_MAX_CHARS), dataset.tag_position, e.bpm, e.timesignature,
+                                 e.keyscale, duration)
+    lyrics = training_lyrics(_cut(e.lyrics, STORED_MAX_CHARS))
+    instrumental = e.is_instrumental if e.is_instrumental is not None else lyrics == training_lyrics(None)
+    metadata = dict(audio_path=str(path.resolve()), filename=PurePosixPath(rel).name, caption=caption,
+                    lyrics=lyrics, duration=float(duration), bpm=e.bpm, keyscale=e.keyscale,
+                    timesignature=e.timesignature, genre=_cut(e.genre or "", STORED_MAX_CHARS),
+                    custom_tag=_cut(tag or "", STORED_MAX_CHARS),
+                    prompt_override=_cut(e.prompt_override, STORED_MAX_CHARS), is_instrumental=bool(instrumental))
+    return metadata, text, prompt, lyrics
+
+
 # ---------------------------------------------------------------------------------------
 # The computations (docs/design.md §5.2-§5.5)
 
@@ -535,23 +557,7 @@ class _Run:
     # -- pass 1 ---------------------------------------------------------------------------
 
     def _sample_text(self, job: _Job, duration: float) -> tuple[dict[str, Any], str, str, str]:
-        """(.pt metadata, prompt caption, prompt, lyrics) for one sample."""
-        e = job.entry or SampleMeta(key=PurePosixPath(job.rel).name)
-        caption = _cut(e.caption or caption_from_filename(shown(PurePosixPath(job.rel).stem)), STORED_MAX_CHARS)
-        tag = e.custom_tag or self.dataset.custom_tag
-        # The prompt's parts are cut before tokenizing (the tokens kept do not change, see CAPTION_MAX_CHARS).
-        text, prompt = sample_prompt(_cut(caption, CAPTION_MAX_CHARS), _cut(e.genre or "", CAPTION_MAX_CHARS),
-                                     _cut(e.prompt_override, CAPTION_MAX_CHARS), job.in_genre_subset,
-                                     _cut(tag, CAPTION_MAX_CHARS), self.dataset.tag_position, e.bpm,
-                                     e.timesignature, e.keyscale, duration)
-        lyrics = training_lyrics(_cut(e.lyrics, STORED_MAX_CHARS))
-        instrumental = e.is_instrumental if e.is_instrumental is not None else lyrics == training_lyrics(None)
-        metadata = dict(audio_path=str(job.path.resolve()), filename=PurePosixPath(job.rel).name, caption=caption,
-                        lyrics=lyrics, duration=float(duration), bpm=e.bpm, keyscale=e.keyscale,
-                        timesignature=e.timesignature, genre=_cut(e.genre or "", STORED_MAX_CHARS),
-                        custom_tag=_cut(tag or "", STORED_MAX_CHARS),
-                        prompt_override=_cut(e.prompt_override, STORED_MAX_CHARS), is_instrumental=bool(instrumental))
-        return metadata, text, prompt, lyrics
+        return sample_text(job.rel, job.path, job.entry, self.dataset, job.in_genre_subset, duration)
 
     def _pass1_one(self, job: _Job, vae, tokenizer, text_model) -> None:
         clip = load_audio(job.path, vae.config.sampling_rate, self.settings.max_duration, min_samples=vae.hop_length)

@@ -23,6 +23,7 @@ from sidestep.console import get_console
 from sidestep.errors import SidestepError
 from sidestep.settings import MODES, Settings, check_checkpoint_dir, load_settings, save_settings, settings_path
 from sidestep.wizard import flows
+from sidestep.wizard.dataset_flow import dataset_flow
 from sidestep.wizard.prompts import Form, GoBack, Prompter, Question, Step
 
 log = logging.getLogger("sidestep.wizard")
@@ -35,6 +36,7 @@ BANNER = r"""
   ███████ ██ ██████  ███████       ███████    ██    ███████ ██"""
 MENU = [("lora", "Train a LoRA"),
         ("other_kind", "Train another adapter kind: " + ", ".join(k.label for k in list(KINDS.values())[1:])),
+        ("dataset", "Build a dataset JSON (captions, lyrics, BPM, key) from a folder of songs"),
         ("preprocess", "Preprocess audio into training tensors"),
         ("experimental", "Experimental: estimate / selective / compare configs"),
         ("presets", "Presets"),
@@ -62,7 +64,8 @@ def release_memory() -> None:
     with warnings.catch_warnings():  # isinstance() on deprecated torch objects warns
         warnings.simplefilter("ignore")
         weighted = sum(1 for obj in gc.get_objects()
-                       if isinstance(obj, torch.nn.Module) and next(obj.parameters(recurse=False), None) is not None)
+                       if issubclass(type(obj), torch.nn.Module)  # type(): isinstance() on a dead weakref.proxy
+                       and next(obj.parameters(recurse=False), None) is not None)  # (librosa leaves some) raises
     cuda = torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_initialized() else 0.0
     log.info("memory after action: %d live modules with weights, %.1f MiB CUDA allocated", weighted, cuda)
 
@@ -228,6 +231,7 @@ def presets_menu(session: flows.Session) -> None:
 ACTIONS = {
     "lora": lambda s: flows.train_flow(s, "lora"),
     "other_kind": flows.other_kind_flow,
+    "dataset": dataset_flow,
     "preprocess": flows.preprocess_flow,
     "experimental": flows.experimental_menu,
     "presets": presets_menu,
