@@ -127,7 +127,7 @@ def finetune_asks_its_base(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.answer(r"checkpoint-dir: [^\n]*: $", str(root))
     w.expect(r"3\. +my-finetune +custom +base: \?")
     w.answer(r"Model: number, or text to search \[acestep-v15-turbo\]: $", "finetune")
-    w.answer(r"base-model: [^\n]*\(turbo/base/sft\): $", "sft")
+    w.answer(r"base-model: [^\n]*\(turbo/base/sft[^\n]*\): $", "sft")
     w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "ft"}, "Same run from the command line")
     finish(w)
 

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err, exc_info=True)
         if args.debug:
             traceback.print_exc()
-        console.print(f"error: {err}", markup=False, highlight=False)
+        calm = err.exit_code == 130  # a stop the user asked for (Ctrl-C in training): not an error
+        # soft_wrap: a resume command is never broken into lines, so copying it works at any width
+        console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False, soft_wrap=calm)
         return err.exit_code
     except KeyboardInterrupt:
         console.print("Interrupted.")

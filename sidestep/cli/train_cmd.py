@@ -114,13 +114,16 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
 
 def run_training(mode: str):
     def run(config: Config, args: argparse.Namespace) -> int:
-        from sidestep.train.recipe import train
-
         if config.dry_run:
             print_forecast(config)
             return 0
         config = maybe_preprocess(config)
         confirm(config, mode, args)
+        # importing torch and loading the model take seconds: say so before the silence
+        get_console().print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) and the "
+                            "dataset ...", highlight=False, soft_wrap=True)
+        from sidestep.train.recipe import train
+
         result = train(config, mode)
         print_result(result, config)
         return 0

@@ -290,8 +290,9 @@ class Trainer:
             self.save(folder, epoch, batches_done * self.config.batch_size * self.fabric.world_size)
         else:
             self.save(folder, epoch + 1, 0)
-        raise TrainingInterrupted(f"interrupted at optimizer step {self.global_step}; checkpoint saved to "
-                                  f"{folder}. Resume with:\n  {resume_command(self.config, self.mode, folder)}")
+        # The command stays one line: printed with soft wrap, it survives copy-paste at any terminal width.
+        raise TrainingInterrupted(f"Stopped at step {self.global_step} and saved to {folder}; resume with:\n"
+                                  f"{resume_command(self.config, self.mode, folder)}")
 
     def end_epoch(self, epoch: int) -> None:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""

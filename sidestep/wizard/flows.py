@@ -305,6 +305,49 @@ def review(session: Session, form: Form, answers: dict, build: Callable[[dict], 
             form.back()
 
 
+def combination_check(build: Callable[[dict], Config]) -> Callable[[Question, Any, dict], str | None]:
+    """A Form validator: the answers so far with this one must make a Config (the CLI's combination rules,
+    and a preset's values, are checked there, so the wizard re-implements none of them)."""
+    def validate(q: Question, value: Any, answers: dict) -> str | None:
+        if q.key not in CONFIG_FIELDS and q.key != "_preset":
+            return None
+        try:
+            build({**answers, q.key: value})
+        except SidestepError as err:
+            return str(err)
+        return None
+
+    return validate
+
+
+def field_of_error(message: str) -> str | None:
+    """The Config field a one-line error starts with (`--device 'cuda:7': ...` -> device), else None."""
+    from sidestep.config import field_flags
+
+    flag = message.split(" ", 1)[0].rstrip(":")
+    return next((f.name for f in Config.fields() if flag in field_flags(f)), None)
+
+
+def run_reviewed(session: Session, form: Form, answers: dict, build: Callable[[dict], Config], command_of:
+                 Callable[[dict], str], action: str, run: Callable[[Config], Any], offer_preset: bool = False) -> Any:
+    """Review, then run; an error that names an option found only when running (a device not on this machine,
+    a model that does not load) goes back to that question with every other answer kept.
+    Returns (config, what `run` returned), or None when cancelled."""
+    form.validate = combination_check(build)
+    while True:
+        config = review(session, form, answers, build, command_of, action, offer_preset)
+        if config is None:
+            return None
+        try:
+            return config, run(config)
+        except SidestepError as err:
+            key = field_of_error(str(err))
+            if key is None or not form.revisit(key):
+                raise
+            session.prompter.say(f"error: {err}", "red")
+            session.prompter.say("Back to that question; every other answer is kept.", "yellow")
+
+
 def _offer_preset(session: Session, config: Config) -> None:
     q = Question("_save", "Save these settings as a preset? Name (Enter to skip)",
                  check=lambda name, _: _preset_name_problem(name) if name else None)
@@ -431,11 +474,14 @@ def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, 
     defaults = _Defaults(session)
     form = Form(session.prompter, steps, defaults)
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
-    config = review(session, form, answers, _build(form, defaults, fixed), command_of, "training", True)
-    if config is not None:
+
+    def run(config: Config) -> int:
         _note_preset_adapter(session, answers, defaults, fixed)
-        if execute(session, command_of(answers), config) == 0:
-            _offer_generate(session, config)
+        return execute(session, command_of(answers), config)
+
+    done = run_reviewed(session, form, answers, _build(form, defaults, fixed), command_of, "training", run, True)
+    if done is not None and done[1] == 0:
+        _offer_generate(session, done[0])
 
 
 def _offer_generate(session: Session, config: Config) -> None:
@@ -474,11 +520,10 @@ def preprocess_flow(session: Session) -> None:
     form = Form(session.prompter, steps, defaults)
     answers: dict[str, Any] = {}
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
-    config = review(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing")
-    if config is None:
-        return
-    execute(session, "preprocess", config)
-    _offer_training(session, config)
+    done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing",
+                        lambda config: execute(session, "preprocess", config))
+    if done is not None:
+        _offer_training(session, done[0])
 
 
 def _offer_training(session: Session, config: Config) -> None:
@@ -502,10 +547,11 @@ def estimate_flow(session: Session) -> None:
     defaults = _Defaults(session)
     form = Form(session.prompter, steps, defaults)
     answers: dict[str, Any] = {}
-    config = review(session, form, answers, _build(form, defaults, {}), command_of, "the estimate")
-    if config is None:
+    done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "the estimate",
+                        lambda config: execute(session, "estimate", config))
+    if done is None:
         return
-    execute(session, "estimate", config)
+    config = done[0]
     try:
         if session.prompter.confirm(f"Train selectively on {config.output} now?", default=False):
             selective_flow(session, {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,

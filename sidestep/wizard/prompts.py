@@ -169,10 +169,18 @@ class Prompter:
             value = q.kind(answer)
         except ValueError:
             raise ValueError(f"expected {'a whole number' if q.kind is int else 'a number'}, got '{answer}'") from None
-        problem = field_problem(q.config_field, value) if q.config_field is not None else None
-        if problem:
-            raise ValueError(problem)
         return value
+
+    @staticmethod
+    def problem(q: Question, value: Any, answers: dict) -> str | None:
+        """The CLI's own rule for the field (choices, bounds, `check` in its metadata), then the question's check."""
+        if value is None:
+            return None
+        if q.config_field is not None:
+            problem = field_problem(q.config_field, value)
+            if problem:
+                return problem
+        return q.check(value, answers) if q.check is not None else None
 
     def ask(self, q: Question, default: Any, answers: dict) -> Any:
         """Ask until the answer is valid; `b` raises GoBack."""
@@ -187,7 +195,7 @@ class Prompter:
                 continue
             try:
                 value = self.parse(q, answer, default)
-                problem = q.check(value, answers) if q.check is not None and value is not None else None
+                problem = self.problem(q, value, answers)
             except ValueError as err:
                 problem = str(err)
             if problem is None:
@@ -206,17 +214,21 @@ class Prompter:
 class Form:
     """Walks steps of questions with `[Step i/N]` headers; `b` goes back to the previous answered question."""
 
-    def __init__(self, prompter: Prompter, steps: list[Step], default_for: Callable[[str, dict], Any]):
+    def __init__(self, prompter: Prompter, steps: list[Step], default_for: Callable[[str, dict], Any],
+                 validate: Callable[[Question, Any, dict], str | None] | None = None):
         self.prompter, self.steps, self.default_for = prompter, steps, default_for
+        self.validate = validate  # answers together (a combination of options): a problem re-asks the question
         self.flat = [(step, q) for step in steps for q in step.questions]
         self.history: list[int] = []
         self.index = 0
+        self.only: int | None = None  # revisit: ask this question again, keep every other answer
+        self.forced: set[str] = set()  # revisited questions basic mode would skip: asked and kept all the same
 
     def questions(self) -> list[Question]:
         return [q for _, q in self.flat]
 
     def _header(self, step: Step, answers: dict) -> None:
-        active = [s for s in self.steps if any(q.active(answers) for q in s.questions)]
+        active = [s for s in self.steps if any(self._active(q, answers) for q in s.questions)]
         number = active.index(step) + 1 if step in active else len(active)
         title = step.title(answers) if callable(step.title) else step.title
         self.prompter.header(f"[Step {number}/{len(active)}] {title}")
@@ -226,7 +238,10 @@ class Form:
         shown: Step | None = None
         while self.index < len(self.flat):
             step, q = self.flat[self.index]
-            if not q.active(answers):
+            kept = self.only is not None and self.index != self.only and q.key in answers
+            if not self._active(q, answers) or kept:
+                if kept:
+                    self.history.append(self.index)
                 self.index += 1
                 continue
             if step is not shown:
@@ -234,13 +249,33 @@ class Form:
                 shown = step
             default = answers[q.key] if q.key in answers else self.default_for(q.key, answers)
             try:
-                answers[q.key] = self.prompter.ask(q, default, answers)
+                value = self.prompter.ask(q, default, answers)
             except GoBack:
+                self.only = None
                 self.back()
                 continue
+            problem = self.validate(q, value, answers) if self.validate is not None else None
+            if problem:
+                self.prompter.say(f"    {problem}", "red")
+                continue
+            answers[q.key] = value
             self.history.append(self.index)
             self.index += 1
+        self.only = None
         return answers
+
+    def revisit(self, key: str) -> bool:
+        """Ask question `key` again on the next run, keeping every other answer; False when no such question."""
+        found = [i for i, (_, q) in enumerate(self.flat) if q.key == key]
+        if not found:
+            return False
+        self.index = self.only = found[0]
+        self.history = [i for i in self.history if i < found[0]]
+        self.forced.add(key)
+        return True
+
+    def _active(self, q: Question, answers: dict) -> bool:
+        return q.active(answers) or q.key in self.forced
 
     def back(self) -> None:
         """Step back to the last answered question; at the first one the GoBack leaves the form."""
@@ -250,4 +285,4 @@ class Form:
 
     def answered(self, answers: dict) -> dict:
         """The answers of the questions that apply to the final answers (a switched-off branch is dropped)."""
-        return {q.key: answers[q.key] for q in self.questions() if q.key in answers and q.active(answers)}
+        return {q.key: answers[q.key] for q in self.questions() if q.key in answers and self._active(q, answers)}
