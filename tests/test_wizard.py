@@ -6,6 +6,7 @@ run); one test trains for real on the tiny checkpoint, and interrupts a second r
 
 import io
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from helpers import write_tensor_dataset
 from sidestep.config import Config
-from wizard_pty import TRAIN_PY, Wizard, main_menu, quit_wizard, wizard_env, write_settings
+from wizard_pty import TRAIN_PY, WRAPPED, Wizard, main_menu, quit_wizard, wizard_env, write_settings
 
 
 @pytest.fixture
@@ -205,29 +206,60 @@ def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path
     assert Config(**run["config"]).bias == "none"
 
 
-def test_real_training_ctrl_c_checkpoints_and_returns_to_the_menu_with_memory_freed(wizard, tmp_path, env):
+def resume_line(w: Wizard) -> str:
+    """The resume command after a calm stop: one line in the output stream (the terminal soft-wraps it)."""
+    match = w.expect(r"Stopped at step (\d+) and saved to [^\n]*; resume with:\n(python train\.py fixed [^\n]*)\n",
+                     timeout=60)
+    return match.group(2)
+
+
+@pytest.mark.parametrize("cols", [60, 120])
+def test_real_training_device_error_returns_to_its_question_then_ctrl_c_stops_calmly_and_resumes(
+        wizard, tmp_path, env, monkeypatch, cols):
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "tiny.json").write_text(json.dumps(
         {"description": "tiny CPU run", "rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1,
-         "warmup_steps": 0, "save_every": 1000, "log_every": 1, "device": "cpu"}))
+         "warmup_steps": 0, "save_every": 1000, "log_every": 1, "device": "cuda:7"}))
     env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
-    w = wizard(environ=env)
+    w = wizard(environ=env, cols=cols)
     main_menu(w, "1")
     setup_answers(w, preset="tiny")
     w.fill({"dataset-dir": str(tmp_path / "data"), "epochs": "100000", "output-dir": "out"},
            "Same run from the command line", model="turbo")
-    finish(w, command="")  # a real run: no dry-run record, and interrupted, so no offer to generate
-    w.expect(r"epoch [1-9]\d*/100000", timeout=60)  # really training
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    # found only when the model is loaded (no 8th GPU here): back to that one question, other answers kept
+    w.expect(r"error: --device 'cuda:7': (.*\n)*?Back to that question; every other answer is kept")
+    w.answer(rf"device: {WRAPPED}\[cuda:7\]: $", "gpu")  # checked when typed, by the CLI's own rule
+    w.answer(rf"'gpu': use auto, cuda, cuda:N, mps, xpu or cpu\n  device: {WRAPPED}: $", "cpu")
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) and the dataset \.\.\.")
+    # the numbers all show, at 60 columns too (the bar goes first)
+    w.expect(r"[1-9]\d*/100000 +loss \d\.\d{4} +lr \d\.\d+e-\d+ +[\d.]+ ?it/s +ETA \d+:\d\d:\d\d +(mem )?[\d.]+ ?GiB",
+             timeout=90)
     w.ctrl_c()
-    w.expect(r"(?s)interrupted at optimizer step \d+; checkpoint saved.*?Resume with:\s+python train.py fixed "
-             r".*?--resume-from", timeout=60)
+    command = resume_line(w)
+    config = cli_config(shlex.split(command)[2:], tmp_path, monkeypatch)  # it parses as the CLI's own command
+    assert (config.device, config.epochs, config.rank, config.output_dir) == ("cpu", 100000, 4, "out")
+    first = Path(config.resume_from)
+    assert (tmp_path / first / "training_state.pt").is_file()
+
+    main_menu(w, "1")  # the wizard knows the run was interrupted and offers to resume it
+    w.answer(rf"Resume the interrupted run in out {WRAPPED}\(stopped at{WRAPPED} step \d+\)\?\s+\[Y/n\]: $", "")
+    w.expect(r"Resuming", timeout=90)
+    w.expect(r"[1-9]\d*/100000 +loss", timeout=90)
+    w.ctrl_c()
+    again = cli_config(shlex.split(resume_line(w))[2:], tmp_path, monkeypatch)
+    assert int(Path(again.resume_from).name[5:]) > int(first.name[5:])  # it went on from the first stop
     quit_wizard(w)  # the menu came back
 
-    [checkpoint] = (tmp_path / "out" / "checkpoints").glob("step_*")
+    assert "Traceback" not in w.text and "error: interrupted" not in w.text
+    assert "kernels" not in w.text  # library noise goes to sidestep.log
+    [checkpoint, _] = sorted((tmp_path / "out" / "checkpoints").glob("step_*"))
     assert (checkpoint / "training_state.pt").is_file() and (checkpoint / "adapter_model.safetensors").is_file()
-    assert "Traceback" not in w.text
-    [memory] = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
-    assert " 0 live modules with weights" in memory
+    memory = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
+    assert memory and " 0 live modules with weights" in memory[-1]
 
 
 def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):

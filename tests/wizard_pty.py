@@ -17,8 +17,10 @@ from pathlib import Path
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>]|\r")
-# A field prompt: "  flag-name: help text [default]: " at the end of the output.
-FIELD_PROMPT = re.compile(r"\n  ([a-z0-9-]+): [^\n]*: $")
+# A field prompt: "  flag-name: help text [default]: " at the end of the output (wrapped lines are indented).
+FIELD_PROMPT = re.compile(r"\n  ([a-z0-9-]+): [^\n]*(?:\n    [^\n]*)*: $")
+# Any text of one wrapped prompt or message: a line break only before an indented continuation.
+WRAPPED = r"(?:[^\n]|\n )*?"
 
 
 def wizard_env(home: Path, **extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sidestep.memory import peak_rss
@@ -83,12 +84,16 @@ class TrainMonitor:
             if console.width >= FULL_WIDTH:
                 columns = [TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
                            TextColumn(numbers), TimeElapsedColumn()]
-            else:  # narrow: no bar, and the numbers wrap rather than turn into "…"
-                columns = [TextColumn("ep {task.fields[epoch]}/{task.fields[epochs]} " + numbers)]
+            else:  # narrow: no bar, fewer spaces; a still narrower terminal wraps the numbers instead of "…"
+                compact = "{task.fields[steps]} loss {task.fields[loss]:.4f} lr {task.fields[lr]:.1e} " \
+                          "{task.fields[speed]:.1f}it/s ETA {task.fields[eta]} {task.fields[short_mem]}"
+                if console.width >= 80:
+                    compact = "epoch {task.fields[epoch]}/{task.fields[epochs]} " + compact
+                columns = [TextColumn(compact, table_column=Column(no_wrap=False, overflow="fold"))]
             self.progress = Progress(*columns, console=console, transient=False)
             self.progress.start()
             self.task = self.progress.add_task("train", total=total_steps, epoch=0, epochs=epochs, loss=float("nan"),
-                                               lr=0.0, speed=0.0, mem=memory_text(0.0), eta="?",
+                                               lr=0.0, speed=0.0, mem=memory_text(0.0), eta="?", short_mem="?",
                                                steps=f"0/{total_steps}")
         self.total_steps = total_steps
         self.steps_done_at_start = 0
@@ -117,7 +122,7 @@ class TrainMonitor:
         mem = memory_text(memory_gib(self.device))
         if self.progress:
             self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, lr=lr, speed=speed, mem=mem,
-                                 eta=eta, steps=f"{step}/{self.total_steps}")
+                                 eta=eta, steps=f"{step}/{self.total_steps}", short_mem=mem.replace(" ", ""))
         elif self.show and self.plain:
             if self.every is None and done >= 2:  # the first step includes warm-up costs: judge from two
                 self.every = line_interval(elapsed / done)

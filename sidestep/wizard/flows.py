@@ -245,6 +245,8 @@ def execute(session: Session, command: str, config: Config, **extra: Any) -> int
     """Run `command` through the CLI's own run function (or record it, in a dry run)."""
     session.recent["dataset_dir"] = config.tensor_output if command == "preprocess" else \
         (config.dataset_dir or session.recent.get("dataset_dir"))
+    if command in ("fixed", "vanilla", "selective") and config.output_dir:
+        session.recent["output_dir"] = config.output_dir
     if session.dry_run is not None:
         lines = session.dry_run.read_text().splitlines() if session.dry_run.is_file() else []
         lines.append(json.dumps({"command": command, "config": config.to_dict(), "args": extra}))
@@ -451,8 +453,62 @@ def _build(form: Form, defaults: _Defaults, fixed: dict[str, Any]) -> Callable[[
     return build
 
 
+def interrupted_checkpoint(output_dir: Path) -> Path | None:
+    """The last Ctrl-C checkpoint (`checkpoints/step_N`) of a run whose final adapter was not written after it."""
+    from sidestep.train.checkpoints import RUN_FILE
+
+    steps = [p for p in (output_dir / "checkpoints").glob("step_*")
+             if p.name[5:].isdigit() and (p / "training_state.pt").is_file() and (p / RUN_FILE).is_file()]
+    if not steps:
+        return None
+    last = max(steps, key=lambda p: int(p.name[5:]))
+    final = output_dir / RUN_FILE
+    return last if not final.is_file() or final.stat().st_mtime < last.stat().st_mtime else None
+
+
+def _interrupted_runs(session: Session) -> list[Path]:
+    """Ctrl-C checkpoints of this session's last run and of the runs under the output folder."""
+    folders = [Path(session.recent["output_dir"])] if session.recent.get("output_dir") else []
+    root = Path(session.settings.output_root)
+    if root.is_dir():
+        folders += sorted(p for p in root.iterdir() if p.is_dir())
+    found = []
+    for folder in folders:
+        checkpoint = interrupted_checkpoint(folder)
+        if checkpoint is not None and checkpoint.resolve() not in [c.resolve() for c in found]:
+            found.append(checkpoint)
+    return found
+
+
+def offer_resume(session: Session, adapter: str | None = None) -> bool:
+    """"Resume the interrupted run?" for each Ctrl-C checkpoint found; True when one was resumed."""
+    from sidestep.train.checkpoints import RUN_FILE
+
+    for checkpoint in _interrupted_runs(session):
+        try:
+            saved = json.loads((checkpoint / RUN_FILE).read_text(encoding="utf-8"))
+            config = Config.from_dict(saved["config"], str(checkpoint / RUN_FILE)).replace(
+                resume_from=str(checkpoint))
+            mode = saved["training"]["mode"]
+        except (OSError, ValueError, KeyError, TypeError, SidestepError):
+            continue  # not ours to resume: train afresh
+        if adapter is not None and config.adapter_type != adapter:
+            continue
+        output = checkpoint.parent.parent
+        if not session.prompter.confirm(f"Resume the interrupted run in {output} (stopped at "
+                                        f"{checkpoint.name.replace('_', ' ')})?"):
+            return False
+        session.prompter.say("Same run from the command line:", "dim")
+        session.prompter.console.print(cli_line(config, mode), markup=False, highlight=False, soft_wrap=True)
+        execute(session, mode, config)
+        return True
+    return False
+
+
 def train_flow(session: Session, adapter: str, seed: dict[str, Any] | None = None) -> None:
     """Train a LoRA or a LoKR: corrected/vanilla, basic/advanced, optional preset, then the options."""
+    if seed is None and offer_resume(session, adapter):
+        return
     command_of = lambda a: a.get("_mode", "fixed")  # noqa: E731
     mode = Question("_mode", "Training type", choices=("fixed", "vanilla"), labels=MODE_LABELS)
     steps = [_setup_questions(session, [mode]), Step("Preset", [_preset_question()]),
