@@ -72,8 +72,12 @@ def finish(w: Wizard, save_as: str = "", start: str = "y", command: str = "fixed
     w.expect(rf"dry run: recorded '{command}'")
     w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y" if generate else "")
     if generate:
-        w.answer(r"Prompt \(style, genre, instruments; put your trigger tag in\): $", generate[0])
-        w.answer(r"Seconds of audio \[20\.0\]: $", generate[1])
+        w.answer(r"Adapter folder [^\n]*\[out1\]: $", "")  # the run just trained
+        w.answer(r"Prompt \(style, genre, instruments\) \[zxq, \]: $", generate[0])  # its trigger tag prefilled
+        w.answer(r"Seconds of audio \[20\.0\]: $", "-3")
+        w.answer(r"-3: must be more than 0 and at most 600 seconds\n  Seconds of audio \[20\.0\]: $", generate[1])
+        w.answer(r"Write the song to \(a \.wav file\) \[[^\n]*generated\.wav\]: $", "")
+        w.answer(r"Generate\? \[Y/n\]: $", "")
         w.expect(r"dry run: recorded 'generate'")
 
 
@@ -95,7 +99,11 @@ def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.expect(r"\[Step 5/6\] Training settings")
     assert w.fill({"learning-rate": "5e-4", "epochs": "3", "output-dir": "out1"}, "Same run from the command line") \
         == ["learning-rate", "batch-size", "epochs", "output-dir"]
-    finish(w, generate=("calm piano", "5"))
+    # what the (dry) run would have written: an adapter trained with the trigger tag zxq
+    (tmp_path / "out1").mkdir()
+    (tmp_path / "out1" / "adapter_config.json").write_text("{}")
+    (tmp_path / "out1" / "sidestep_run.json").write_text(json.dumps({"inference": {"trigger": "zxq"}}))
+    finish(w, generate=("zxq, calm piano", "5"))
 
 
 def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
@@ -147,7 +155,8 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
 
     lora, generate, lokr, finetune = recorded(tmp_path)
     assert generate["command"] == "generate" and generate["args"]["gen_adapter"] == "out1"
-    assert (generate["args"]["gen_prompt"], generate["args"]["gen_duration"]) == ("calm piano", 5.0)
+    assert (generate["args"]["gen_prompt"], generate["args"]["gen_duration"]) == ("zxq, calm piano", 5.0)
+    assert generate["args"]["gen_out"] == str(tmp_path / "out1" / "generated.wav")
     assert Config(**finetune["config"]) == cli_config(
         ["fixed", "--checkpoint-dir", str(root), "--model-variant", "my-finetune", "--base-model", "sft",
          "--dataset-dir", str(tmp_path / "data"), "--output-dir", "ft"], tmp_path, monkeypatch)
@@ -271,9 +280,9 @@ def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
     w.expect(r"Cancelled; back to the main menu")
     main_menu(w, "3")  # preprocess: `b` at its first question leaves the flow
     w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "b")
-    main_menu(w, "5")
+    main_menu(w, "6")
     w.answer(r"What would you like to do\?\n(?:.*\n)*  Choose 1-6 \[1\]: $", "6")
-    w.expect(r"Main menu\n(?:.*\n)*?  Choose 1-7 \[1\]: $")
+    w.expect(r"Main menu\n(?:.*\n)*?  Choose 1-8 \[1\]: $")
     w.ctrl_c()  # at the main menu itself: leave
     w.expect("Bye.")
     assert w.wait() == 0
@@ -300,7 +309,7 @@ def experimental(w: Wizard, tmp_path: Path) -> None:
     for name in ("a.json", "b.json"):
         (tmp_path / name).write_text("{}")
     data = str(tmp_path / "data")
-    main_menu(w, "4")
+    main_menu(w, "5")
     w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "1")
     w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     assert w.fill({"dataset-dir": data, "top-k": "8", "output": str(tmp_path / "a.json")}, "Same run from") == \
@@ -311,7 +320,7 @@ def experimental(w: Wizard, tmp_path: Path) -> None:
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", "")
     w.fill({"output-dir": "sel"}, "Same run from the command line")
     finish(w, command="selective")
-    main_menu(w, "4")
+    main_menu(w, "5")
     w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "3")
     w.answer(r"Module config JSON files [^\n]*: $", f"{tmp_path / 'a.json'} {tmp_path / 'missing.json'}")
     w.answer(r"missing\.json: file not found\n  Module config JSON files [^\n]*: $",
@@ -345,11 +354,11 @@ def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, 
 
 def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
     (tmp_path / "shared.json").write_text(json.dumps({"description": "from a friend", "rank": 8, "alpha": 16}))
-    script = "\n".join(["5", "1",  # presets: list
+    script = "\n".join(["6", "1",  # presets: list
                         "3", str(tmp_path / "shared.json"),  # import
                         "4", "shared", str(tmp_path / "exported.json"),  # export
-                        "6", "6", "4",  # back; settings; back
-                        "7"]) + "\n"
+                        "6", "7", "4",  # back; settings; back
+                        "8"]) + "\n"
     result = subprocess.run([sys.executable, str(TRAIN_PY), "--plain"], input=script, capture_output=True,
                             text=True, cwd=tmp_path, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

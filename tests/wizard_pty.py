@@ -124,10 +124,10 @@ class Wizard:
 
 
 def main_menu(wizard: Wizard, choice: str) -> None:
-    wizard.answer(r"Main menu\n(?:.*\n)*?  Choose 1-7 \[1\]: $", choice)
+    wizard.answer(r"Main menu\n(?:.*\n)*?  Choose 1-8 \[1\]: $", choice)
 
 
 def quit_wizard(wizard: Wizard) -> None:
-    main_menu(wizard, "7")
+    main_menu(wizard, "8")
     wizard.expect("Bye.")
     assert wizard.wait() == 0

@@ -36,30 +36,56 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CFG guidance for base/sft (default: 7.0; turbo never uses CFG)")
 
 
-def _check_out(out: str | None) -> Path:
-    if not out:
-        raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
+def out_problem(out: str) -> str | None:
+    """Why a song cannot be written to `out`, else None (one rule for the CLI and the wizard)."""
     path = Path(out).expanduser()
     if path.is_dir():
-        raise SidestepError(f"--out {path}: is a folder; give a file name such as {path / 'song.wav'}")
-    parent = path.parent
-    existing = parent
+        return f"{path}: is a folder; give a file name such as {path / 'song.wav'}"
+    existing = path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise SidestepError(f"--out {path}: cannot write there ({existing} is not a writable folder); choose "
-                            "another path")
-    return path
+        return f"{path}: cannot write there ({existing} is not a writable folder); choose another path"
+    return None
+
+
+def prompt_problem(prompt: str) -> str | None:
+    return None if prompt and prompt.strip() else "a caption is needed: style, genre, instruments"
+
+
+def duration_problem(duration: float) -> str | None:
+    if math.isfinite(duration) and 0 < duration <= MAX_DURATION:
+        return None
+    return f"{duration:g}: must be more than 0 and at most {MAX_DURATION:g} seconds"
+
+
+def adapter_problem(adapter: str) -> str | None:
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir():
+        return f"{folder}: folder not found; pass a Side-Step output folder or checkpoints/epoch_N"
+    if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
+        return (f"{folder}: no adapter here (expected adapter_config.json + adapter_model.safetensors, or "
+                "lokr_weights.safetensors)")
+    return None
+
+
+def _check_out(out: str | None) -> Path:
+    if not out:
+        raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
+    problem = out_problem(out)
+    if problem:
+        raise SidestepError(f"--out {problem}")
+    return Path(out).expanduser()
 
 
 def _check(config: Config, args: argparse.Namespace) -> Path:
     if not config.checkpoint_dir:
         raise SidestepError("generate: pass --checkpoint-dir (the folder holding acestep-v15-turbo/, vae/, ...)")
-    if not args.gen_prompt or not args.gen_prompt.strip():
+    if prompt_problem(args.gen_prompt):
         raise SidestepError("generate: pass --prompt \"...\" (a caption: style, genre, instruments)")
-    duration = args.gen_duration
-    if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION):
-        raise SidestepError(f"--duration {duration:g}: must be more than 0 and at most {MAX_DURATION:g} seconds")
+    problem = duration_problem(args.gen_duration)
+    if problem:
+        raise SidestepError(f"--duration {problem}")
     if not math.isfinite(args.gen_strength):
         raise SidestepError(f"--strength {args.gen_strength}: must be a number (1.0 = as trained, 0 = off)")
     if args.gen_steps is not None and args.gen_steps < 1:
@@ -71,17 +97,13 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
     if args.gen_adapter is None and args.gen_strength != 1.0:
         raise SidestepError(f"--strength {args.gen_strength:g} needs --adapter DIR (without one the base model plays)")
     if args.gen_adapter is not None:
-        folder = Path(args.gen_adapter).expanduser()
-        if not folder.is_dir():
-            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder or "
-                                "checkpoints/epoch_N")
-        if not ((folder / "adapter_config.json").is_file() or (folder / "lokr_weights.safetensors").is_file()):
-            raise SidestepError(f"--adapter {folder}: no adapter here (expected adapter_config.json + "
-                                "adapter_model.safetensors, or lokr_weights.safetensors)")
+        problem = adapter_problem(args.gen_adapter)
+        if problem:
+            raise SidestepError(f"--adapter {problem}")
     return _check_out(args.gen_out)
 
 
-def _trigger(folder: Path) -> str | None:
+def trigger_tag(folder: Path) -> str | None:
     """The trigger tag the adapter was trained with (sidestep_run.json), if any."""
     import json
 
@@ -118,7 +140,7 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
         adapter_note = f"{adapter.kind} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
-        trigger = _trigger(Path(args.gen_adapter).expanduser())
+        trigger = trigger_tag(Path(args.gen_adapter).expanduser())
         if trigger and trigger.lower() not in args.gen_prompt.lower():
             console.print(f"note: this adapter was trained with the trigger tag '{trigger}'; put it in --prompt "
                           "to call up what it learned", markup=False, highlight=False)

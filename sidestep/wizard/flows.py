@@ -45,6 +45,7 @@ LORA_ONLY = ("rank", "alpha", "dropout", "bias")
 PREPROCESS_FIRST = ("audio_dir", "dataset_json", "tensor_output", "max_duration", "vae_mode")
 MODE_LABELS = {"fixed": "Corrected (recommended): the model's own timesteps + CFG dropout",
                "vanilla": "Vanilla: the upstream trainer (discrete turbo timesteps, no CFG dropout)"}
+HELP: dict[str, str] = {}  # plain-language help per field name, filled below (point of the `?` answer)
 LEVEL_LABELS = {"basic": "Basic: only what most people need to answer",
                 "advanced": "Advanced: every option"}
 
@@ -542,19 +543,105 @@ def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, 
 
 def _offer_generate(session: Session, config: Config) -> None:
     """After training: hear the adapter right away (train.py generate on the output folder)."""
-    prompter = session.prompter
     try:
-        if not prompter.confirm("Generate a short song with the new adapter?", default=False):
+        if not session.prompter.confirm("Generate a short song with the new adapter?", default=False):
             return
-        prompt = prompter.ask(Question("prompt", "Prompt (style, genre, instruments; put your trigger tag in)"),
-                              "", {})
-        seconds = prompter.ask(Question("duration", "Seconds of audio", kind=float), 20.0, {})
     except GoBack:
         return
-    out = Path(config.output_dir) / "generated.wav"
-    execute(session, "generate", config, gen_prompt=prompt, gen_lyrics=None, gen_duration=seconds,
-            gen_adapter=config.output_dir, gen_strength=1.0, gen_out=str(out), gen_steps=None, gen_shift=None,
-            gen_guidance=None)
+    generate_flow(session, {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,
+                            "device": config.device, "adapter": config.output_dir})
+
+
+def _players() -> list[str]:
+    import shutil
+
+    return [p for p in ("afplay", "paplay", "aplay", "ffplay", "xdg-open") if shutil.which(p)]
+
+
+def _generate_problem(rule: Callable[[Any], str | None]) -> Callable[[Any, dict], str | None]:
+    return lambda value, _: rule(value)
+
+
+def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
+    """Generate: a song from a prompt, with an adapter (prefilled with its trigger tag) or the base model."""
+    from sidestep.cli import generate_cmd as gen
+
+    seed = dict(seed or {})
+    last = seed.pop("adapter", None) or session.recent.get("output_dir")
+    known = lambda key: key not in seed  # noqa: E731 (carried over from the flow before: not asked again)
+
+    def trigger(answers: dict) -> str | None:
+        return gen.trigger_tag(Path(answers["adapter"])) if answers.get("adapter") else None
+
+    def out_default(answers: dict) -> str:
+        folder = Path(answers["adapter"]) if answers.get("adapter") else Path(session.settings.output_root)
+        return _unused(folder / "generated.wav")
+
+    fields = {name: CONFIG_FIELDS[name] for name in ("checkpoint_dir", "model_variant")}
+    steps = [Step("Model", [
+        Question("checkpoint_dir", f"checkpoint-dir: {fields['checkpoint_dir'].metadata['help']}", path=True,
+                 check=_check_checkpoints, help=HELP.get("checkpoint_dir", ""), when=lambda a: known("checkpoint_dir")),
+        Question("model_variant", "Model", asker=pick_model,
+                 when=lambda a: known("model_variant") and len(_models(a["checkpoint_dir"])) > 1),
+        Question("adapter", "Adapter folder (a training output folder; '-' for none: the base model plays)",
+                 optional=True, path=True, check=_generate_problem(gen.adapter_problem),
+                 help="The folder a training run wrote (adapter files + sidestep_run.json); without one you hear "
+                      "the base model, which is useful to compare.")]),
+        Step("Song", [
+            Question("prompt", "Prompt (style, genre, instruments)", check=_generate_problem(gen.prompt_problem),
+                     help="A caption like those in your dataset, e.g. 'lofi hip hop, warm piano, vinyl crackle'; "
+                          "keep the adapter's trigger tag in it to call up what it learned."),
+            Question("duration", "Seconds of audio", kind=float, check=_generate_problem(gen.duration_problem),
+                     help="10-30 s is enough to judge an adapter; longer takes proportionally longer."),
+            Question("out", "Write the song to (a .wav file)", path=True, check=_generate_problem(gen.out_problem))])]
+
+    def default_for(key: str, answers: dict) -> Any:
+        if key == "checkpoint_dir":
+            return session.settings.checkpoint_dir
+        if key == "model_variant":
+            return "turbo"
+        if key == "adapter":
+            return last
+        if key == "prompt":
+            tag = trigger(answers)
+            return f"{tag}, " if tag else None
+        if key == "duration":
+            return 20.0
+        return out_default(answers)
+
+    answers = dict(seed)
+    form = Form(session.prompter, steps, default_for)
+    while True:
+        form.run(answers)
+        tag = trigger(answers)
+        if tag and tag.lower() not in answers["prompt"].lower():
+            session.prompter.say(f"  note: the adapter's trigger tag '{tag}' is not in the prompt", "yellow")
+        if answers.get("model_variant") is None:  # one model only: nothing to choose
+            answers["model_variant"] = variant_name(_models(answers["checkpoint_dir"])[0])
+        config = Config(checkpoint_dir=answers["checkpoint_dir"], model_variant=answers["model_variant"],
+                        device=seed.get("device", "auto"))
+        try:
+            if session.prompter.confirm("Generate?"):
+                break
+            return
+        except GoBack:
+            form.back()
+    out = str(Path(answers["out"]).resolve())
+    execute(session, "generate", config, gen_prompt=answers["prompt"], gen_lyrics=None,
+            gen_duration=answers["duration"], gen_adapter=answers.get("adapter"), gen_strength=1.0, gen_out=out,
+            gen_steps=None, gen_shift=None, gen_guidance=None)
+    if session.dry_run is not None or not Path(out).is_file():
+        return
+    session.prompter.say(f"The song: {out}", "green")
+    players = _players()
+    try:
+        if players and session.prompter.confirm(f"Play it ({players[0]})?", default=False):
+            import subprocess
+
+            subprocess.run([players[0], out], check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    except GoBack:
+        return
 
 
 def _note_preset_adapter(session: Session, answers: dict, defaults: _Defaults, fixed: dict) -> None:
