@@ -7,6 +7,7 @@ run); one test trains for real on the tiny checkpoint, and interrupts a second r
 import io
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,6 @@ def finish(w: Wizard, save_as: str = "", start: str = "y", command: str = "fixed
     w.expect(rf"dry run: recorded '{command}'")
     w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y" if generate else "")
     if generate:
-        w.answer(r"Adapter folder [^\n]*\[out1\]: $", "")  # the run just trained
         w.answer(r"Prompt \(style, genre, instruments\) \[zxq, \]: $", generate[0])  # its trigger tag prefilled
         w.answer(r"Seconds of audio \[20\.0\]: $", "-3")
         w.answer(r"-3: must be more than 0 and at most 600 seconds\n  Seconds of audio \[20\.0\]: $", generate[1])
@@ -269,6 +269,42 @@ def test_real_training_device_error_returns_to_its_question_then_ctrl_c_stops_ca
     assert (checkpoint / "training_state.pt").is_file() and (checkpoint / "adapter_model.safetensors").is_file()
     memory = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
     assert memory and " 0 live modules with weights" in memory[-1]
+
+
+def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigger_tag(wizard, tmp_path, env):
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    manifest["metadata"]["custom_tag"] = "zxq"  # the trigger tag the adapter is trained with
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "tiny.json").write_text(json.dumps(
+        {"rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1, "warmup_steps": 0, "save_every": 1000,
+         "log_every": 1, "device": "cpu", "epochs": 40}))
+    env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
+    w = wizard(environ={**env, "TERM": "dumb"}, cols=80, rows=24)
+    main_menu(w, "1")
+    setup_answers(w, preset="tiny")
+    w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "out"}, "Same run from the command line",
+           model="turbo")
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) and the dataset \.\.\.")
+    rest = r"  lr \d\.\d\de[-+]\d+  [\d.]+ it/s  ETA \d+:\d\d:\d\d  mem [\d.]+ GiB\n"
+    w.expect(r"\nepoch 1/40  step 1/40  loss \d\.\d{4}" + rest, timeout=90)  # a line, not a redrawn bar
+    last = w.expect(r"\nepoch 40/40  step 40/40  loss (\d\.\d{4})" + rest, timeout=120).group(1)
+    assert w.expect(r"last loss (\d\.\d{4})").group(1) == last  # --plain and the summary report the same loss
+    w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y")
+    w.answer(r"Prompt \(style, genre, instruments\) \[zxq, \]: $", "zxq, calm piano")  # no model/adapter asked
+    w.answer(r"Seconds of audio \[20\.0\]: $", "2")
+    w.answer(r"Write the song to \(a \.wav file\) \[out/generated\.wav\]: $", "")
+    w.answer(r"Generate\? \[Y/n\]: $", "")
+    song = w.expect(r"The song: (\S+generated\.wav)\n", timeout=120).group(1)
+    assert song == str(tmp_path / "out" / "generated.wav") and Path(song).stat().st_size > 1000
+    if shutil.which("aplay") or shutil.which("paplay") or shutil.which("ffplay") or shutil.which("afplay") or \
+            shutil.which("xdg-open"):
+        w.answer(r"Play it \([^\n]*\)\? \[y/N\]: $", "n")
+    quit_wizard(w)
+    assert "Traceback" not in w.text and "…" not in w.text and "kernels" not in w.text
+    assert "Adapter folder" not in w.text and "Model: number" not in w.text.split("Training complete")[1]
 
 
 def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):

@@ -280,6 +280,8 @@ def _summary(session: Session, config: Config, command: str, keys: list[str]) ->
         for key in keys:
             value = getattr(config, key)
             table.add_row(key.replace("_", "-"), "-" if value is None else _show_value(value))
+    for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
+        column.overflow = "fold"
     console.print(table)
     session.prompter.say("Same run from the command line:", "dim")
     console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
@@ -567,7 +569,7 @@ def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
     from sidestep.cli import generate_cmd as gen
 
     seed = dict(seed or {})
-    last = seed.pop("adapter", None) or session.recent.get("output_dir")
+    last = seed.get("adapter") or session.recent.get("output_dir")
     known = lambda key: key not in seed  # noqa: E731 (carried over from the flow before: not asked again)
 
     def trigger(answers: dict) -> str | None:
@@ -585,6 +587,7 @@ def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
                  when=lambda a: known("model_variant") and len(_models(a["checkpoint_dir"])) > 1),
         Question("adapter", "Adapter folder (a training output folder; '-' for none: the base model plays)",
                  optional=True, path=True, check=_generate_problem(gen.adapter_problem),
+                 when=lambda a: known("adapter"),
                  help="The folder a training run wrote (adapter files + sidestep_run.json); without one you hear "
                       "the base model, which is useful to compare.")]),
         Step("Song", [
@@ -619,7 +622,7 @@ def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
         if answers.get("model_variant") is None:  # one model only: nothing to choose
             answers["model_variant"] = variant_name(_models(answers["checkpoint_dir"])[0])
         config = Config(checkpoint_dir=answers["checkpoint_dir"], model_variant=answers["model_variant"],
-                        device=seed.get("device", "auto"))
+                        device=answers.get("device", "auto"))
         try:
             if session.prompter.confirm("Generate?"):
                 break
@@ -632,7 +635,8 @@ def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
             gen_steps=None, gen_shift=None, gen_guidance=None)
     if session.dry_run is not None or not Path(out).is_file():
         return
-    session.prompter.say(f"The song: {out}", "green")
+    # a path is never broken into lines: it can be copied whole at any width
+    session.prompter.console.print(f"The song: {out}", markup=False, highlight=False, soft_wrap=True)
     players = _players()
     try:
         if players and session.prompter.confirm(f"Play it ({players[0]})?", default=False):
