@@ -55,9 +55,9 @@ def cli_config(argv: list[str], cwd: Path, monkeypatch) -> Config:
     return config_from_args(build_parser(commands()).parse_args(argv))
 
 
-def setup_answers(w: Wizard, mode: str = "", level: str = "", preset: str = "") -> None:
+def setup_answers(w: Wizard, mode: str = "", preset: str = "", level: str = "basic") -> None:
+    w.expect(rf"Wizard mode: {level} \(change it in Settings\)\.")  # saved: said, not asked again
     w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", mode)
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[\d\]: $", level)
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", preset)
 
 
@@ -180,6 +180,7 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
 
 
 def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path, tiny_root_readonly, monkeypatch):
+    write_settings(tmp_path / "home", tiny_root_readonly, mode="advanced")
     w = wizard()
     main_menu(w, "2")
     setup_answers(w, mode="2", level="advanced")
@@ -311,11 +312,11 @@ def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
     w = wizard()
     main_menu(w, "1")
     w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
-    w.expect(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $")
+    w.expect(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $")
     w.ctrl_c()
     w.expect(r"Cancelled; back to the main menu")
     main_menu(w, "3")  # preprocess: `b` at its first question leaves the flow
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "b")
+    w.answer(r"checkpoint-dir: [^\n]*: $", "b")
     main_menu(w, "6")
     w.answer(r"What would you like to do\?\n(?:.*\n)*  Choose 1-6 \[1\]: $", "6")
     w.expect(r"Main menu\n(?:.*\n)*?  Choose 1-8 \[1\]: $")
@@ -326,18 +327,26 @@ def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
 
 
 def preprocess_then_train(w: Wizard, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     (tmp_path / "songs").mkdir()
+    (tmp_path / "songs" / "a.wav").write_bytes(b"")  # counted by name, as preprocessing scans
+    (tmp_path / "songs" / "dataset.json").write_text("{}")
     write_tensor_dataset(tmp_path / "tensors", n=1)  # what the (dry) preprocessing would have written
     main_menu(w, "3")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
-    asked = w.fill({"audio-dir": str(tmp_path / "songs"), "tensor-output": str(tmp_path / "tensors")},
-                   "Same run from the command line")
-    assert asked == ["checkpoint-dir", "audio-dir", "dataset-json", "tensor-output"]
+    w.answer(r"checkpoint-dir: [^\n]*: $", "")
+    w.answer(r"Model: number[^\n]*: $", "")
+    w.answer(r"audio-dir: [^\n]*: $", str(tmp_path / "empty"))
+    w.answer(r"empty: 0 songs found [^\n]*\n  audio-dir: [^\n]*: $", str(tmp_path / "songs"))
+    w.expect(r"1 song\(s\) found; dataset\.json found beside them")
+    w.answer(r"dataset-json: [^\n]*\[" + str(tmp_path / "songs" / "dataset.json") + r"\]: $", "")  # offered
+    asked = w.fill({"tensor-output": str(tmp_path / "tensors")}, "Same run from the command line")
+    assert asked == ["tensor-output"]
     w.answer(r"Start preprocessing\? \[Y/n\]: $", "")
     w.answer(r"Train on them now\? \[Y/n\]: $", "y")
     w.answer(r"Adapter:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "1")
     setup_answers(w)
-    w.fill({"output-dir": "chained"}, "Same run from the command line")
+    asked = w.fill({"output-dir": "chained"}, "Same run from the command line")
+    assert "checkpoint-dir" not in asked and "dataset-dir" not in asked  # known from preprocessing
     finish(w)
 
 
@@ -347,12 +356,10 @@ def experimental(w: Wizard, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     main_menu(w, "5")
     w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "1")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     assert w.fill({"dataset-dir": data, "top-k": "8", "output": str(tmp_path / "a.json")}, "Same run from") == \
         ["checkpoint-dir", "dataset-dir", "batch-size", "top-k", "output"]
     w.answer(r"Start the estimate\? \[Y/n\]: $", "")
     w.answer(r"Train selectively on .*a\.json now\? \[y/N\]: $", "y")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", "")
     w.fill({"output-dir": "sel"}, "Same run from the command line")
     finish(w, command="selective")
@@ -374,8 +381,9 @@ def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, 
     pre, fixed, estimate, selective, compare = recorded(tmp_path)
     root, data = str(tiny_root_readonly), str(tmp_path / "data")
     assert pre["command"] == "preprocess" and Config(**pre["config"]) == cli_config(
-        ["preprocess", "--checkpoint-dir", root, "--audio-dir", str(tmp_path / "songs"),
-         "--tensor-output", str(tmp_path / "tensors")], tmp_path, monkeypatch)
+        ["preprocess", "--checkpoint-dir", root, "--audio-dir", str(tmp_path / "songs"), "--dataset-json",
+         str(tmp_path / "songs" / "dataset.json"), "--tensor-output", str(tmp_path / "tensors")], tmp_path,
+        monkeypatch)
     assert Config(**fixed["config"]) == cli_config(
         ["fixed", "--checkpoint-dir", root, "--dataset-dir", str(tmp_path / "tensors"),
          "--output-dir", "chained"], tmp_path, monkeypatch)

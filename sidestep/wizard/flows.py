@@ -130,9 +130,32 @@ def _check_dataset(value: str, answers: dict) -> str | None:
     folder = Path(value)
     if not folder.is_dir():
         return f"{value}: folder not found (preprocess your songs first: main menu, Preprocess audio)"
+    if not has_samples(folder) and not _check_songs(value, answers):
+        return (f"{value}: holds songs, not preprocessed tensors; type b until 'preprocess' and answer y to "
+                "preprocess them first (or main menu, Preprocess audio)")
     if not has_samples(folder):
         return f"{value}: no preprocessed tensors (manifest.json / .pt files) here; preprocess your songs first"
     return None
+
+
+def _check_songs(value: str, answers: dict) -> str | None:
+    """A songs folder with at least one song (the same scan preprocessing does)."""
+    if not Path(value).is_dir():
+        return f"{value}: folder not found"
+    from sidestep.data.preprocess import scan_audio_dir
+
+    songs, _ = scan_audio_dir(Path(value))
+    if not songs:
+        return f"{value}: 0 songs found (Side-Step reads wav, flac, mp3 and ogg); choose the folder holding them"
+    return None
+
+
+def _songs_note(prompter: Prompter, value: str) -> None:
+    from sidestep.data.preprocess import scan_audio_dir
+
+    songs, _ = scan_audio_dir(Path(value))
+    json_note = "; dataset.json found beside them" if (Path(value) / "dataset.json").is_file() else ""
+    prompter.say(f"    {len(songs)} song(s) found{json_note}", "green")
 
 
 def _check_checkpoints(value: str, answers: dict) -> str | None:
@@ -181,6 +204,10 @@ def pick_model(prompter: Prompter, q: Question, default: Any, answers: dict) -> 
 
     models = _models(answers["checkpoint_dir"])
     names = [variant_name(m) for m in models]
+    if len(models) == 1:  # nothing to choose
+        prompter.say(f"  Model: {models[0].name} ({models[0].label}), the only one in {answers['checkpoint_dir']}",
+                     "green")
+        return names[0]
     current = default if default in names else (names[0] if names else None)
     prompter.say(f"  Models in {answers['checkpoint_dir']}:")
     _model_lines(prompter, models)
@@ -283,8 +310,24 @@ def _summary(session: Session, config: Config, command: str, keys: list[str]) ->
     for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
         column.overflow = "fold"
     console.print(table)
+    if command in ("fixed", "vanilla", "selective") and _runs_on_cpu(config.device):
+        session.prompter.say("Training will run on the CPU (no GPU found or chosen): fine for a first try on a "
+                             "few short songs, but a real run takes hours to days; a CUDA GPU is tens of times "
+                             "faster.", "yellow")
     session.prompter.say("Same run from the command line:", "dim")
     console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
+
+
+def _runs_on_cpu(device: str) -> bool:
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return not (torch.cuda.is_available() or mps or xpu)
 
 
 def _show_value(value: Any) -> str:
@@ -374,8 +417,16 @@ def _preset_name_problem(name: str) -> str | None:
 # -- the flows ----------------------------------------------------------------------------------------------------
 
 def _setup_questions(session: Session, extra: list[Question]) -> Step:
-    level = Question("_level", "Wizard mode", choices=MODES, labels=LEVEL_LABELS)
-    return Step("Setup", [*extra, level])
+    """The saved wizard mode is not asked again: it is said, with where to change it."""
+    session.prompter.say(f"Wizard mode: {session.settings.mode} (change it in Settings).", "dim")
+    return Step("Setup", extra)
+
+
+def _form(session: Session, steps: list[Step], defaults: Any, seed: dict | None = None) -> tuple[Form, dict]:
+    """The form and its first answers: the saved mode, and what the flow before already knows (not asked)."""
+    form = Form(session.prompter, steps, defaults)
+    form.given = set(seed or {})
+    return form, {"_level": session.settings.mode, **(seed or {})}
 
 
 def _preset_question() -> Question:
@@ -418,6 +469,9 @@ class _Defaults:
             variant = answers.get("model_variant", "model")
             return self.base(answers).output_dir or \
                 _unused(Path(self.session.settings.output_root) / f"{_adapter(answers)}_{Path(variant).name}")
+        if key == "dataset_json" and self.base(answers).dataset_json is None and answers.get("audio_dir"):
+            found = Path(answers["audio_dir"]) / "dataset.json"  # the usual place: offered, not assumed
+            return str(found) if found.is_file() else None
         if key == "dataset_dir" and self.base(answers).dataset_dir is None:
             return self.session.recent.get("dataset_dir")
         if key == "base_model" and self.base(answers).base_model is None:
@@ -436,7 +490,7 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
         # Asked in basic mode too, but only when the model's config.json cannot answer it.
         "base_model": {"when": needs_base_model, "optional": False, "basic": True},
         "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset},
-        "audio_dir": {"check": _check_dir}, "dataset_json": {"check": _check_file},
+        "audio_dir": {"check": _check_songs, "after": _songs_note}, "dataset_json": {"check": _check_file},
         "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
     }
     for name in LORA_ONLY:
@@ -529,9 +583,9 @@ def selective_flow(session: Session, seed: dict[str, Any] | None = None) -> None
 
 
 def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, seed: dict | None) -> None:
-    answers = {**(seed or {}), **fixed}
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
+    form, answers = _form(session, steps, defaults, seed)
+    answers.update(fixed)
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
 
     def run(config: Config) -> int:
@@ -664,8 +718,7 @@ def preprocess_flow(session: Session) -> None:
     tweaks["base_model"]["when"] = lambda a: False  # preprocessing does not sample timesteps
     steps = [_setup_questions(session, []), *config_steps(command_of, skip=("demo_dir",), tweaks=tweaks)]
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
-    answers: dict[str, Any] = {}
+    form, answers = _form(session, steps, defaults)
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
     done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing",
                         lambda config: execute(session, "preprocess", config))
@@ -692,8 +745,7 @@ def estimate_flow(session: Session) -> None:
     steps = [_setup_questions(session, []),
              *config_steps(command_of, skip=("demo_dir",), tweaks=_training_tweaks(command_of))]
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
-    answers: dict[str, Any] = {}
+    form, answers = _form(session, steps, defaults)
     done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "the estimate",
                         lambda config: execute(session, "estimate", config))
     if done is None:

@@ -42,6 +42,7 @@ class Question:
     when: Callable[[dict], bool] | None = None
     check: Callable[[Any, dict], str | None] | None = None  # None when fine, else what is wrong
     asker: Callable[["Prompter", "Question", Any, dict], Any] | None = None  # a custom prompt (model picker)
+    after: Callable[["Prompter", Any], None] | None = None  # says what an accepted answer found ("12 songs")
 
     def active(self, answers: dict) -> bool:
         return self.when is None or bool(self.when(answers))
@@ -199,6 +200,8 @@ class Prompter:
             except ValueError as err:
                 problem = str(err)
             if problem is None:
+                if q.after is not None and value is not None:
+                    q.after(self, value)
                 return value
             self.say(f"    {problem}", "red")
 
@@ -223,6 +226,7 @@ class Form:
         self.index = 0
         self.only: int | None = None  # revisit: ask this question again, keep every other answer
         self.forced: set[str] = set()  # revisited questions basic mode would skip: asked and kept all the same
+        self.given: set[str] = set()  # known from the flow before (chained flows): not asked unless revisited
 
     def questions(self) -> list[Question]:
         return [q for _, q in self.flat]
@@ -238,7 +242,8 @@ class Form:
         shown: Step | None = None
         while self.index < len(self.flat):
             step, q = self.flat[self.index]
-            kept = self.only is not None and self.index != self.only and q.key in answers
+            kept = (self.only is not None and self.index != self.only and q.key in answers) or \
+                (q.key in self.given and q.key in answers and self.index != self.only)
             if not self._active(q, answers) or kept:
                 if kept:
                     self.history.append(self.index)
