@@ -52,6 +52,7 @@ def cli_config(argv: list[str], cwd: Path, monkeypatch) -> Config:
     from sidestep.cli.parser import build_parser, config_from_args
 
     monkeypatch.chdir(cwd)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(cwd / "home" / "xdg"))  # the wizard's config folder
     return config_from_args(build_parser(commands()).parse_args(argv))
 
 
@@ -172,7 +173,8 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
                            str(tiny_root_readonly), "--dataset-dir", str(tmp_path / "data"), "--output-dir",
                            "lokr_out"], tmp_path, monkeypatch)
     assert Config(**lokr["config"]) == expected and expected.epochs == 10 and expected.lokr_linear_dim == 16
-    saved = json.loads((tmp_path / "presets" / "my_lokr.json").read_text())
+    saved = json.loads((tmp_path / "home" / "xdg" / "sidestep" / "presets" / "my_lokr.json").read_text())
+    assert f"Preset saved to {tmp_path / 'home' / 'xdg' / 'sidestep' / 'presets' / 'my_lokr.json'}" in w.text
     assert saved["adapter_type"] == "lokr" and saved["lokr_linear_dim"] == 16 and saved["epochs"] == 10
     assert "dataset_dir" not in saved and "checkpoint_dir" not in saved
     user = cli_config(["fixed", "--preset", "my_lokr"], tmp_path, monkeypatch)
@@ -184,14 +186,23 @@ def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path
     w = wizard()
     main_menu(w, "2")
     setup_answers(w, mode="2", level="advanced")
+    # refused when typed, by the CLI's own rules (device spelling, module names, nf4 with LoKR), then fixed
+    retries = {"device": ["gpu", "cpu"], "target-modules": ["q_proj foo_proj", "q_proj v_proj"],
+               "quantize-base": ["nf4", "none"]}
     answers = {"device": "cpu", "precision": "fp32", "attention-type": "self", "target-modules": "q_proj v_proj",
                "lokr-linear-dim": "8", "lokr-linear-alpha": "16", "lokr-factor": "4", "lokr-use-tucker": "y",
                "learning-rate": "0.001", "epochs": "7", "optimizer-type": "adafactor", "scheduler-type": "3",
                "gradient-checkpointing": "n", "num-workers": "0", "save-every": "5", "log-every": "2",
                "dataset-dir": str(tmp_path / "data"), "output-dir": str(tmp_path / "out"), "bias": "all"}
-    asked = w.fill(answers, "Same run from the command line", model="2")
+    asked = w.fill({**answers, **retries}, "Same run from the command line", model="2")
     finish(w, command="vanilla")
     quit_wizard(w)
+    assert "'gpu': use auto, cuda, cuda:N, mps, xpu or cpu\n  device:" in w.text
+    assert "unknown projection 'foo_proj'; use q_proj k_proj v_proj o_proj\n  target-modules:" in w.text
+    assert "--quantize-base nf4 works with --adapter-type lora only" in w.text
+    assert [a for a in asked if a in retries] == ["device", "device", "target-modules", "target-modules",
+                                                   "quantize-base", "quantize-base"]
+    asked = list(dict.fromkeys(asked))
 
     # advanced mode asks every vanilla option but the menu's adapter type, the LoRA-only ones, the model
     # (picked from the list), the base (only when the config cannot tell) and the --preprocess branch
@@ -398,6 +409,8 @@ def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, 
 
 def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
     (tmp_path / "shared.json").write_text(json.dumps({"description": "from a friend", "rank": 8, "alpha": 16}))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "bad.json").write_text(json.dumps({"target_modules": ["foo_proj"]}))
     script = "\n".join(["6", "1",  # presets: list
                         "3", str(tmp_path / "shared.json"),  # import
                         "4", "shared", str(tmp_path / "exported.json"),  # export
@@ -410,7 +423,10 @@ def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
     assert "Side-Step " in result.stdout and "Bye." in result.stdout
     for name in ("recommended", "high_quality", "quick_test", "vram_24gb_plus", "vram_16gb", "vram_12gb", "vram_8gb"):
         assert f"    {name} " in result.stdout
-    assert json.loads((tmp_path / "presets" / "shared.json").read_text())["rank"] == 8
+    assert json.loads((tmp_path / "home" / "xdg" / "sidestep" / "presets" / "shared.json").read_text())["rank"] == 8
+    # presets are checked by the CLI's own rules when loaded: a module name no model has is named, not used
+    assert "skipped: " in result.stdout and "bad.json: option 'target_modules' unknown projection 'foo_proj'" \
+        in result.stdout.replace("\n", " ")
     assert json.loads((tmp_path / "exported.json").read_text())["description"] == "from a friend"
 
 

@@ -89,7 +89,8 @@ def first_run(prompter: Prompter) -> Settings:
     defaults = Settings(checkpoint_dir="./checkpoints")
     answers = Form(prompter, _settings_steps(defaults), lambda key, _: getattr(defaults, key)).run({})
     # Absolute, so sessions started from another folder find the checkpoints too.
-    settings = Settings(**{**answers, "checkpoint_dir": str(Path(answers["checkpoint_dir"]).resolve())})
+    settings = Settings(**{**answers, "checkpoint_dir": str(Path(answers["checkpoint_dir"]).resolve()),
+                           "output_root": str(Path(answers["output_root"]).resolve())})
     _show_models(prompter, settings.checkpoint_dir)
     path = save_settings(settings)
     prompter.say(f"Settings saved to {path}", "green")
@@ -135,7 +136,7 @@ def _edit_setting(session: flows.Session, key: str) -> None:
         value = session.prompter.ask(step.questions[0], getattr(session.settings, key), {})
     except GoBack:
         return
-    if key == "checkpoint_dir":
+    if key in ("checkpoint_dir", "output_root"):  # absolute: the same folder from wherever the wizard starts
         value = str(Path(value).resolve())
     session.settings = Settings(**{**session.settings.to_dict(), key: value})
     if key == "checkpoint_dir":
@@ -160,7 +161,7 @@ def presets_table(session: flows.Session) -> None:
                       str(c.gradient_accumulation), c.optimizer_type, "yes" if c.offload_encoder else "no")
     session.prompter.say()
     session.prompter.console.print(Padding(table, (0, 0, 0, 4), expand=False))
-    session.prompter.say("    * your presets (./presets/, then ~/.config/sidestep/presets/); "
+    session.prompter.say(f"    * your presets (saved in {preset_store.global_dir()}; ./presets/ is read too); "
                          "descriptions: Show a preset", "dim")
     for err in errors:
         session.prompter.say(f"skipped: {err}", "red")
@@ -186,7 +187,7 @@ def _show_preset(session: flows.Session) -> None:
 def _import_preset(session: flows.Session) -> None:
     q = Question("file", "Preset JSON file to import", path=True,
                  check=lambda value, _: None if Path(value).is_file() else f"{value}: file not found")
-    path = preset_store.import_preset(Path(session.prompter.ask(q, None, {})))
+    path = preset_store.import_preset(Path(session.prompter.ask(q, None, {})), folder=preset_store.global_dir())
     session.prompter.say(f"Imported to {path}", "green")
 
 

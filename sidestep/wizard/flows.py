@@ -401,7 +401,7 @@ def _offer_preset(session: Session, config: Config) -> None:
                  check=lambda name, _: _preset_name_problem(name) if name else None)
     name = session.prompter.ask(q, "", {})
     if name:
-        path = preset_store.save_preset(name, config)
+        path = preset_store.save_preset(name, config, folder=preset_store.global_dir())
         session.prompter.say(f"  Preset saved to {path}", "green")
 
 
@@ -462,13 +462,18 @@ class _Defaults:
             self._presets[name] = preset_store.find_preset(name).config()
         return self._presets[name]
 
+    def output_root(self) -> Path:
+        return Path(self.session.settings.output_root).expanduser().resolve()
+
     def __call__(self, key: str, answers: dict) -> Any:
         if key == "checkpoint_dir":
             return self.base(answers).checkpoint_dir or self.session.settings.checkpoint_dir
         if key == "output_dir":
             variant = answers.get("model_variant", "model")
             return self.base(answers).output_dir or \
-                _unused(Path(self.session.settings.output_root) / f"{_adapter(answers)}_{Path(variant).name}")
+                _unused(self.output_root() / f"{_adapter(answers)}_{Path(variant).name}")
+        if key == "output" and self.base(answers).output == "module_config.json":  # not the current folder
+            return _unused(self.output_root() / "module_config.json")
         if key == "dataset_json" and self.base(answers).dataset_json is None and answers.get("audio_dir"):
             found = Path(answers["audio_dir"]) / "dataset.json"  # the usual place: offered, not assumed
             return str(found) if found.is_file() else None
