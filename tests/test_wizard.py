@@ -92,14 +92,21 @@ def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.expect(r"-> acestep-v15-base \(official, base: base\)")
     w.answer(r"dataset-dir: [^\n]*: $", str(tmp_path / "data"))
     w.expect(r"\[Step 4/6\] LoRA settings")
+    w.answer(r"rank: LoRA rank \[64\]: $", "?")
+    w.expect(r"How much the adapter can learn: 16-64 is typical; higher")  # `?`: what it does, plainly
     w.answer(r"rank: LoRA rank \[64\]: $", "0")
-    w.answer(r"must be in \[1, inf\), got 0\n  rank: LoRA rank \[64\]: $", "16")
-    w.answer(r"alpha: [^\n]*\[128\]: $", "b")  # go back: the earlier answer is the default
-    w.answer(r"rank: LoRA rank \[16\]: $", "")
-    w.answer(r"alpha: [^\n]*\[128\]: $", "32")
+    w.answer(r"must be in \[1, inf\), got 0\n  rank: LoRA rank \[64\]: $", "100000")
+    w.answer(r"100000 is far above the usual 16-64[^\n]*\n  Keep it\? \[y/N\]: $", "")  # implausible: confirm
+    w.answer(r"rank: LoRA rank \[64\]: $", "8")
+    w.answer(r"alpha: [^\n]*\[16\]: $", "b")  # the alpha follows the rank (2 x rank); go back
+    w.answer(r"rank: LoRA rank \[8\]: $", "16")  # the earlier answer is the default
+    w.answer(r"alpha: [^\n]*\[32\]: $", "")
     w.expect(r"\[Step 5/6\] Training settings")
+    w.answer(r"learning-rate: Learning rate \[0\.0001\]: $", "5")  # no "(1.0 for prodigy)": not asked here
+    w.answer(r"5 is very high for AdamW[^\n]*\n  Keep it\? \[y/N\]: $", "n")
     assert w.fill({"learning-rate": "5e-4", "epochs": "3", "output-dir": "out1"}, "Same run from the command line") \
         == ["learning-rate", "batch-size", "epochs", "output-dir"]
+    w.expect(r"Note: 100 warm-up steps is longer than this run \(3 optimizer steps\)")
     # what the (dry) run would have written: an adapter trained with the trigger tag zxq
     (tmp_path / "out1").mkdir()
     (tmp_path / "out1" / "adapter_config.json").write_text("{}")
@@ -317,6 +324,7 @@ def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigge
     quit_wizard(w)
     assert "Traceback" not in w.text and "…" not in w.text and "kernels" not in w.text
     assert "Adapter folder" not in w.text and "Model: number" not in w.text.split("Training complete")[1]
+    assert "Training will run on the CPU (no GPU found or chosen)" in w.text and "Training complete: 40 epochs" in w.text
 
 
 def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):

@@ -58,7 +58,8 @@ def print_result(result, config: Config) -> None:
     console = get_console()
     files = "adapter_config.json + adapter_model.safetensors" if config.adapter_type == "lora" else \
         "lokr_weights.safetensors + lokr_config.json"
-    console.print(f"Training complete: {result.epochs} epochs, {result.optimizer_steps} optimizer steps in "
+    console.print(f"Training complete: {result.epochs} epoch{'s' if result.epochs != 1 else ''}, "
+                  f"{result.optimizer_steps} optimizer steps in "
                   f"{result.seconds:.1f} s, last loss {result.final_loss:.4f}", highlight=False)
     table = Table(title="Summary", show_header=False)
     table.add_row("epochs", str(result.epochs))

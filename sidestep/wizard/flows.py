@@ -45,7 +45,52 @@ LORA_ONLY = ("rank", "alpha", "dropout", "bias")
 PREPROCESS_FIRST = ("audio_dir", "dataset_json", "tensor_output", "max_duration", "vae_mode")
 MODE_LABELS = {"fixed": "Corrected (recommended): the model's own timesteps + CFG dropout",
                "vanilla": "Vanilla: the upstream trainer (discrete turbo timesteps, no CFG dropout)"}
-HELP: dict[str, str] = {}  # plain-language help per field name, filled below (point of the `?` answer)
+# `?`: what the option does for the sound or the run, typical values and the trade-off (one plain sentence).
+HELP: dict[str, str] = {
+    "checkpoint_dir": "The folder holding the ACE-Step model folders (acestep-v15-turbo/, vae/, ...); set once in "
+                      "Settings.",
+    "dataset_dir": "Your songs after preprocessing (a folder with manifest.json and .pt files); the adapter learns "
+                   "from exactly these.",
+    "output_dir": "Where the adapter, its checkpoints and logs go; a new folder per run keeps earlier runs safe.",
+    "audio_dir": "The folder of your songs (wav, flac, mp3, ogg); 10-50 songs of one style is typical.",
+    "dataset_json": "Captions, lyrics and BPM/key per song; without it each song is described by its file name, "
+                    "which teaches the style less precisely.",
+    "tensor_output": "Where the preprocessed songs go; training reads this folder.",
+    "rank": "How much the adapter can learn: 16-64 is typical; higher copies the songs more closely but needs more "
+            "memory and more songs to avoid overfitting.",
+    "alpha": "How strongly the adapter is applied (scale = alpha / rank); 2 x rank is the usual choice, lower is "
+             "subtler.",
+    "lokr_linear_dim": "How much the LoKR adapter can learn (like LoRA's rank): 16-64 is typical; higher learns "
+                       "more detail but needs more memory.",
+    "lokr_linear_alpha": "How strongly the LoKR adapter is applied; 2 x the dimension is the usual choice.",
+    "learning_rate": "How big each learning step is: 1e-4 is typical for AdamW (1.0 for Prodigy); higher learns "
+                     "faster but can turn the sound harsh or unstable.",
+    "batch_size": "Songs per step: 1 fits most GPUs; more gives smoother learning but needs more memory.",
+    "gradient_accumulation": "Steps added up before the adapter changes: 4 is typical; more behaves like a larger "
+                             "batch without the memory, but each change comes more slowly.",
+    "epochs": "How many times every song is heard: 100-500 is typical for 10-50 songs; too many copies the songs, "
+              "too few barely changes the sound.",
+    "warmup_steps": "Optimizer steps at the start where the learning rate rises gently: about 5-10% of the run; "
+                    "longer than the run never reaches the full rate.",
+    "optimizer_type": "adamw is the safe default; adamw8bit saves memory on CUDA; prodigy finds its own learning "
+                      "rate (use 1.0).",
+    "scheduler_type": "How the learning rate falls over the run: cosine is smooth and safe; constant keeps it "
+                      "fixed.",
+    "device": "Where training runs: auto picks the GPU when there is one; cpu works but is very slow.",
+    "precision": "Number format: auto picks bf16 on GPUs (half the memory, same quality) and fp32 on the CPU.",
+    "dropout": "Randomly mutes part of the adapter while learning: 0.1 is typical; more resists overfitting on "
+               "few songs but learns more slowly.",
+    "save_every": "A resumable checkpoint every N epochs: more often costs disk space, less often loses more work "
+                  "on a crash.",
+    "cfg_ratio": "How often a song is learned without its caption, so prompts steer the adapter well: 0.15 is "
+                 "the model's own value.",
+    "chunk_duration": "Train on random crops of this many seconds (0 = whole songs): 30-60 s saves memory on "
+                      "long songs.",
+    "offload_encoder": "Keep the VAE and text encoder on the CPU when not used: saves GPU memory, costs a little "
+                       "time.",
+    "gradient_checkpointing": "Recompute instead of store: saves much GPU memory for about 30% more time.",
+    "max_duration": "Seconds of each song used; longer songs are cut: 240 covers most songs, less saves memory.",
+}
 LEVEL_LABELS = {"basic": "Basic: only what most people need to answer",
                 "advanced": "Advanced: every option"}
 
@@ -93,8 +138,9 @@ def field_question(f: dataclasses.Field, command_of: Callable[[dict], str], basi
     basic = f.metadata["basic"] if basic is None else basic
     basic = None if basic else (lambda answers: _level(answers) == "advanced")
     flag = (f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[-1].lstrip("-")
-    return Question(key=f.name, text=f"{flag}: {f.metadata['help']}", kind=kind,
-                    choices=tuple(f.metadata["choices"] or ()), help=f.metadata["help"],
+    text = "Learning rate" if f.name == "learning_rate" else f.metadata["help"]  # the optimizer is asked apart
+    return Question(key=f.name, text=f"{flag}: {text}", kind=kind,
+                    choices=tuple(f.metadata["choices"] or ()), help=HELP.get(f.name, f.metadata["help"]),
                     optional=default is None and f.name not in REQUIRED, path=f.name in PATH_FIELDS,
                     config_field=f, when=_all(in_command, basic))
 
@@ -310,12 +356,17 @@ def _summary(session: Session, config: Config, command: str, keys: list[str]) ->
     for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
         column.overflow = "fold"
     console.print(table)
+    session.prompter.say("Same run from the command line:", "dim")
+    console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
+    steps = planned_steps({}, config) if command in ("fixed", "vanilla", "selective") else None
+    if steps is not None and config.warmup_steps > steps:
+        session.prompter.say(f"Note: {config.warmup_steps} warm-up steps is longer than this run ({steps} optimizer "
+                             f"steps), so it never reaches the full learning rate; set warmup-steps in advanced "
+                             "mode (about 10% of the run).", "yellow")
     if command in ("fixed", "vanilla", "selective") and _runs_on_cpu(config.device):
         session.prompter.say("Training will run on the CPU (no GPU found or chosen): fine for a first try on a "
                              "few short songs, but a real run takes hours to days; a CUDA GPU is tens of times "
                              "faster.", "yellow")
-    session.prompter.say("Same run from the command line:", "dim")
-    console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
 
 
 def _runs_on_cpu(device: str) -> bool:
@@ -482,9 +533,56 @@ class _Defaults:
         if key == "base_model" and self.base(answers).base_model is None:
             entry = _model_entry(answers)  # the name may tell the variant even when the config has no timesteps
             return entry.base_variant if entry is not None else None
+        for alpha, rank in (("alpha", "rank"), ("lokr_linear_alpha", "lokr_linear_dim")):
+            # the alpha follows a rank the user changed (2 x rank) until the user sets the alpha
+            if key == alpha and rank in answers and answers[rank] != getattr(self.base(answers), rank):
+                return 2 * answers[rank]
         if key.startswith("_"):
             return {"_level": self.session.settings.mode, "_preset": "none", "_mode": "fixed"}.get(key)
         return getattr(self.base(answers), key)
+
+
+MAX_PLAUSIBLE_RANK = 256
+MAX_PLAUSIBLE_ADAMW_LR = 1e-2
+
+
+def _rank_warning(value: int, answers: dict) -> str | None:
+    if value > MAX_PLAUSIBLE_RANK:
+        return (f"{value} is far above the usual 16-64 (more than {MAX_PLAUSIBLE_RANK} rarely helps and needs much "
+                "more memory)")
+    return None
+
+
+def _lr_warning(value: float, answers: dict) -> str | None:
+    optimizer = answers.get("optimizer_type", "adamw")
+    if optimizer in ("adamw", "adamw8bit") and value > MAX_PLAUSIBLE_ADAMW_LR:
+        return f"{value:g} is very high for AdamW (1e-4 is typical; above {MAX_PLAUSIBLE_ADAMW_LR:g} the sound " \
+               "usually breaks)"
+    return None
+
+
+def planned_steps(answers: dict, config: Config | None = None) -> int | None:
+    """Optimizer steps of the run, from the dataset's size (None while it is unknown)."""
+    import math
+
+    get = (lambda k: getattr(config, k)) if config is not None else (lambda k: answers.get(k, _field_default(CONFIG_FIELDS[k])))
+    folder = get("dataset_dir")
+    try:
+        songs = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))["num_samples"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+    if not isinstance(songs, int) or songs < 1:
+        return None
+    batches = math.ceil(songs / get("batch_size"))
+    return max(batches // get("gradient_accumulation"), 1) * get("epochs")
+
+
+def _warmup_warning(value: int, answers: dict) -> str | None:
+    steps = planned_steps(answers)
+    if steps is not None and value > steps:
+        return f"{value} warm-up steps is longer than the whole run ({steps} optimizer steps): it never reaches " \
+               "the full learning rate"
+    return None
 
 
 def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, Any]]:
@@ -497,11 +595,13 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
         "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset},
         "audio_dir": {"check": _check_songs, "after": _songs_note}, "dataset_json": {"check": _check_file},
         "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
+        "rank": {"warn": _rank_warning}, "lokr_linear_dim": {"warn": _rank_warning},
+        "learning_rate": {"warn": _lr_warning}, "warmup_steps": {"warn": _warmup_warning},
     }
     for name in LORA_ONLY:
-        tweaks[name] = {"when": lambda a: _adapter(a) == "lora"}
+        tweaks.setdefault(name, {})["when"] = lambda a: _adapter(a) == "lora"
     for name in (f.name for f in Config.fields() if f.metadata["group"] == "LoKR"):
-        tweaks[name] = {"when": lambda a: _adapter(a) == "lokr"}
+        tweaks.setdefault(name, {})["when"] = lambda a: _adapter(a) == "lokr"
     for name in PREPROCESS_FIRST:
         tweaks.setdefault(name, {})["when"] = preprocess_first
     return tweaks

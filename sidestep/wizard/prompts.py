@@ -43,6 +43,7 @@ class Question:
     check: Callable[[Any, dict], str | None] | None = None  # None when fine, else what is wrong
     asker: Callable[["Prompter", "Question", Any, dict], Any] | None = None  # a custom prompt (model picker)
     after: Callable[["Prompter", Any], None] | None = None  # says what an accepted answer found ("12 songs")
+    warn: Callable[[Any, dict], str | None] | None = None  # valid but implausible: said, then confirmed
 
     def active(self, answers: dict) -> bool:
         return self.when is None or bool(self.when(answers))
@@ -199,6 +200,12 @@ class Prompter:
                 problem = self.problem(q, value, answers)
             except ValueError as err:
                 problem = str(err)
+            if problem is None and q.warn is not None and value is not None and value != default:
+                warning = q.warn(value, answers)
+                if warning:
+                    self.say(f"    {warning}", "yellow")
+                    if not self.confirm("Keep it?", default=False):
+                        continue
             if problem is None:
                 if q.after is not None and value is not None:
                     q.after(self, value)
