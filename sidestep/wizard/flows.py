@@ -565,7 +565,9 @@ def planned_steps(answers: dict, config: Config | None = None) -> int | None:
     """Optimizer steps of the run, from the dataset's size (None while it is unknown)."""
     import math
 
-    get = (lambda k: getattr(config, k)) if config is not None else (lambda k: answers.get(k, _field_default(CONFIG_FIELDS[k])))
+    def get(key: str) -> Any:
+        return getattr(config, key) if config is not None else answers.get(key, _field_default(CONFIG_FIELDS[key]))
+
     folder = get("dataset_dir")
     try:
         songs = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))["num_samples"]
