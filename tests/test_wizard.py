@@ -328,6 +328,37 @@ def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigge
     assert "Training complete: 40 epochs" in w.text
 
 
+def test_only_model_not_asked_and_songs_given_as_tensors_are_offered_preprocessing(wizard, tmp_path,
+                                                                                    tiny_root_readonly, monkeypatch):
+    root = tmp_path / "one"
+    root.mkdir()
+    for part in tiny_root_readonly.iterdir():
+        if part.name != "acestep-v15-base":
+            (root / part.name).symlink_to(part)
+    (tmp_path / "songs").mkdir()
+    for name in ("a.wav", "b.flac"):
+        (tmp_path / "songs" / name).write_bytes(b"")
+    w = wizard(cols=60)
+    main_menu(w, "1")
+    setup_answers(w)
+    w.answer(r"checkpoint-dir: [^$]*: $", str(root))
+    w.expect(r"Model: acestep-v15-turbo \(official\), the only one")  # said, not asked
+    w.answer(r"dataset-dir: [^$]*: $", str(tmp_path / "songs"))
+    w.answer(rf"holds 2 song\(s\), not training{WRAPPED} tensors\.{WRAPPED} Preprocess them first\? \[Y/n\]: $", "")
+    w.answer(r"dataset-json: [^$]*: $", "")
+    w.answer(r"tensor-output: [^$]*: $", str(tmp_path / "tensors"))
+    w.answer(r"rank: LoRA rank \[64\]: $", "b")  # back: past the model nobody typed, to the folder
+    w.answer(r"checkpoint-dir: [^$]*: $", "")
+    w.fill({"output-dir": "out"}, "Same run from the command line")
+    finish(w)
+    quit_wizard(w)
+    assert "Model: number" not in w.text
+    [run, ] = recorded(tmp_path)
+    assert Config(**run["config"]) == cli_config(
+        ["fixed", "--checkpoint-dir", str(root), "--preprocess", "--audio-dir", str(tmp_path / "songs"),
+         "--tensor-output", str(tmp_path / "tensors"), "--output-dir", "out"], tmp_path, monkeypatch)
+
+
 def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
     w = wizard()
     main_menu(w, "1")

@@ -204,6 +204,35 @@ def _songs_note(prompter: Prompter, value: str) -> None:
     prompter.say(f"    {len(songs)} song(s) found{json_note}", "green")
 
 
+def _dataset_asker(command_of: Callable[[dict], str]):
+    """The tensor folder; given a folder of songs instead, offer to preprocess them first (training only)."""
+    def ask(prompter: Prompter, q: Question, default: Any, answers: dict) -> Any:
+        offer = command_of(answers) in CONFIG_FIELDS["preprocess"].metadata["commands"]
+        check = (lambda v, a: None if _check_songs(v, a) is None else _check_dataset(v, a)) if offer else q.check
+        plain = dataclasses.replace(q, asker=None, check=check)
+        while True:
+            value = prompter.ask(plain, default, answers)
+            if has_samples(Path(value)):
+                return value
+            from sidestep.data.preprocess import scan_audio_dir
+
+            songs = len(scan_audio_dir(Path(value))[0])
+            if prompter.confirm(f"{value} holds {songs} song(s), not training tensors. Preprocess them first?"):
+                answers.update(preprocess=True, audio_dir=value)  # the preprocessing questions follow
+                return value
+            default = value
+
+    return ask
+
+
+def _only_model(answers: dict):
+    try:
+        models = _models(answers["checkpoint_dir"])
+    except (KeyError, SidestepError):
+        return None
+    return models[0] if len(models) == 1 else None
+
+
 def _check_checkpoints(value: str, answers: dict) -> str | None:
     return check_checkpoint_dir(value)
 
@@ -528,6 +557,8 @@ class _Defaults:
         if key == "dataset_json" and self.base(answers).dataset_json is None and answers.get("audio_dir"):
             found = Path(answers["audio_dir"]) / "dataset.json"  # the usual place: offered, not assumed
             return str(found) if found.is_file() else None
+        if key == "tensor_output" and self.base(answers).tensor_output is None and answers.get("audio_dir"):
+            return _unused(self.output_root() / f"{Path(answers['audio_dir']).name}_tensors")
         if key == "dataset_dir" and self.base(answers).dataset_dir is None:
             return self.session.recent.get("dataset_dir")
         if key == "base_model" and self.base(answers).base_model is None:
@@ -591,10 +622,11 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
     preprocess_first = lambda a: bool(a.get("preprocess"))  # noqa: E731
     tweaks: dict[str, dict[str, Any]] = {
         "checkpoint_dir": {"check": _check_checkpoints},
-        "model_variant": {"asker": pick_model},
+        "model_variant": {"asker": pick_model, "auto": lambda a: _only_model(a) is not None},
         # Asked in basic mode too, but only when the model's config.json cannot answer it.
         "base_model": {"when": needs_base_model, "optional": False, "basic": True},
-        "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset},
+        "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset,
+                        "asker": _dataset_asker(command_of)},
         "audio_dir": {"check": _check_songs, "after": _songs_note}, "dataset_json": {"check": _check_file},
         "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
         "rank": {"warn": _rank_warning}, "lokr_linear_dim": {"warn": _rank_warning},
@@ -612,6 +644,8 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
 def _build(form: Form, defaults: _Defaults, fixed: dict[str, Any]) -> Callable[[dict], Config]:
     def build(answers: dict) -> Config:
         values = {k: v for k, v in form.answered(answers).items() if k in CONFIG_FIELDS}
+        if answers.get("preprocess") and "preprocess" not in values:  # accepted when songs came as tensors
+            values["preprocess"] = True
         return defaults.base(answers).replace(**values, **fixed)
 
     return build

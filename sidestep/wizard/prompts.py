@@ -44,6 +44,7 @@ class Question:
     asker: Callable[["Prompter", "Question", Any, dict], Any] | None = None  # a custom prompt (model picker)
     after: Callable[["Prompter", Any], None] | None = None  # says what an accepted answer found ("12 songs")
     warn: Callable[[Any, dict], str | None] | None = None  # valid but implausible: said, then confirmed
+    auto: Callable[[dict], bool] | None = None  # answered without asking (one model): `b` passes over it
 
     def active(self, answers: dict) -> bool:
         return self.when is None or bool(self.when(answers))
@@ -234,6 +235,8 @@ class Form:
         self.only: int | None = None  # revisit: ask this question again, keep every other answer
         self.forced: set[str] = set()  # revisited questions basic mode would skip: asked and kept all the same
         self.given: set[str] = set()  # known from the flow before (chained flows): not asked unless revisited
+        self.fill_until = -1  # filling questions a later answer made needed: answered ones up to here are kept
+        self.answers: dict = {}
 
     def questions(self) -> list[Question]:
         return [q for _, q in self.flat]
@@ -246,13 +249,15 @@ class Form:
 
     def run(self, answers: dict) -> dict:
         """Ask every active question not yet asked; the answers dict is filled in place and returned."""
+        self.answers = answers
         shown: Step | None = None
         while self.index < len(self.flat):
             step, q = self.flat[self.index]
             kept = (self.only is not None and self.index != self.only and q.key in answers) or \
-                (q.key in self.given and q.key in answers and self.index != self.only)
+                (q.key in self.given and q.key in answers and self.index != self.only) or \
+                (self.index <= self.fill_until and q.key in answers)
             if not self._active(q, answers) or kept:
-                if kept:
+                if kept and self._active(q, answers):
                     self.history.append(self.index)
                 self.index += 1
                 continue
@@ -273,6 +278,12 @@ class Form:
             answers[q.key] = value
             self.history.append(self.index)
             self.index += 1
+            gaps = [i for i in range(self.index - 1) if self._active(self.flat[i][1], answers)
+                    and self.flat[i][1].key not in answers]
+            if gaps:  # this answer needs earlier questions (songs given as tensors: preprocess first)
+                self.fill_until = max(self.fill_until, self.index - 1)
+                self.history = [i for i in self.history if i < gaps[0]]
+                self.index = gaps[0]
         self.only = None
         return answers
 
@@ -291,9 +302,15 @@ class Form:
 
     def back(self) -> None:
         """Step back to the last answered question; at the first one the GoBack leaves the form."""
-        if not self.history:
-            raise GoBack
-        self.index = self.history.pop()
+        while True:
+            if not self.history:
+                raise GoBack
+            self.index = self.history.pop()
+            q = self.flat[self.index][1]
+            # an answer nobody typed (the only model), or a question no longer asked, is passed over
+            if self._active(q, self.answers) and (q.auto is None or not q.auto(self.answers)):
+                break
+        self.fill_until = -1
 
     def answered(self, answers: dict) -> dict:
         """The answers of the questions that apply to the final answers (a switched-off branch is dropped)."""
