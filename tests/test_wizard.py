@@ -6,6 +6,7 @@ run); one test trains for real on the tiny checkpoint, and interrupts a second r
 
 import io
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -483,3 +484,19 @@ def test_no_arguments_without_a_terminal_prints_the_help(capsys, monkeypatch, tm
     monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: nobody to answer a wizard
     assert main([]) == 0
     assert "usage: train.py" in capsys.readouterr().out
+
+
+def test_the_rules_the_wizard_checks_are_the_clis(tmp_path, monkeypatch):
+    """One rule per option, in Config metadata: the CLI refuses what the wizard refuses, with the same words."""
+    from sidestep.config import field_problem
+    from sidestep.errors import SidestepError
+    from sidestep.wizard.flows import CONFIG_FIELDS
+
+    for flag, value, field, typed in (("--device", "gpu", "device", "gpu"),
+                                      ("--target-modules", "foo_proj", "target_modules", ["foo_proj"])):
+        problem = field_problem(CONFIG_FIELDS[field], typed)
+        assert problem
+        with pytest.raises(SidestepError, match=re.escape(f"{flag} {problem}")):
+            cli_config(["fixed", flag, value], tmp_path, monkeypatch)
+    with pytest.raises(SidestepError, match="--quantize-base nf4 works with --adapter-type lora only"):
+        cli_config(["fixed", "--adapter-type", "lokr", "--quantize-base", "nf4"], tmp_path, monkeypatch)
