@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         calm = err.exit_code == 130  # a stop the user asked for (Ctrl-C in training): not an error
         # soft_wrap: a resume command is never broken into lines, so copying it works at any width
-        console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False, soft_wrap=calm)
+        console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False,
+                      soft_wrap=True if calm else None)
         return err.exit_code
     except KeyboardInterrupt:
         console.print("Interrupted.")

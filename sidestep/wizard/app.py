@@ -252,7 +252,7 @@ def run_action(session: flows.Session, choice: str) -> None:
         calm = err.exit_code == 130  # Ctrl-C in training: a stop that was asked for, with its resume command
         # soft_wrap: never broken into lines, so the resume command survives copy-paste at any width
         session.prompter.console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False,
-                                       soft_wrap=calm)
+                                       soft_wrap=True if calm else None)
     except Exception as err:  # our bug: keep the trace in the log, keep the session alive
         log.exception("unexpected error in the wizard")
         session.prompter.console.print(f"error: unexpected {type(err).__name__}: {err} (full traceback in "
