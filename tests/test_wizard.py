@@ -300,7 +300,7 @@ def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigge
         {"rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1, "warmup_steps": 0, "save_every": 1000,
          "log_every": 1, "device": "cpu", "epochs": 40}))
     env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
-    w = wizard(environ={**env, "TERM": "dumb"}, cols=80, rows=24)
+    w = wizard(environ={**env, "TERM": "dumb"}, cols=60, rows=24)
     main_menu(w, "1")
     setup_answers(w, preset="tiny")
     w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "out"}, "Same run from the command line",

@@ -82,6 +82,8 @@ def print_result(result, config: Config) -> None:
                        ("previews", result.output_dir / "samples")):
         if path.exists():
             table.add_row(name, str(path))
+    for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
+        column.overflow = "fold"
     console.print(table)
     console.print(f"Adapter: {result.output_dir} ({files})", highlight=False)
     console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI, after train.py export) at {result.output_dir}; "
