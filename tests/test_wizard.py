@@ -317,6 +317,7 @@ def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigge
     w.answer(r"Seconds of audio \[20\.0\]: $", "2")
     w.answer(r"Write the song to \(a \.wav file\) \[out/generated\.wav\]: $", "")
     w.answer(r"Generate\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) \.\.\.\n")  # before the silence
     song = w.expect(r"The song: (\S+generated\.wav)\n", timeout=120).group(1)
     assert song == str(tmp_path / "out" / "generated.wav") and Path(song).stat().st_size > 1000
     if shutil.which("aplay") or shutil.which("paplay") or shutil.which("ffplay") or shutil.which("afplay") or \

@@ -115,13 +115,16 @@ def trigger_tag(folder: Path) -> str | None:
 
 
 def run_generate(config: Config, args: argparse.Namespace) -> int:
+    out = _check(config, args)
+    console = get_console()
+    # importing torch and loading three models take seconds: say so before the silence
+    console.print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) ...", highlight=False,
+                  soft_wrap=True)
     from sidestep.generate import build_pipeline, generate_audio, sampler_settings, set_adapter_strength, write_wav
     from sidestep.model.discovery import locate_parts
     from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
     from sidestep.runtime import resolve_runtime
 
-    out = _check(config, args)
-    console = get_console()
     runtime = resolve_runtime(config.device, config.precision)
     parts = locate_parts(config.checkpoint_dir, config.model_variant)
     settings = sampler_settings(parts.model)
