@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from sidestep.data.metadata import BUILT_FIELDS
 from sidestep.data.prompts import TAG_POSITIONS
@@ -30,16 +31,48 @@ RANDOM_SEED_MAX = 2**32 - 1  # what every seeded generator (numpy, Lightning) ac
 
 def opt(default: Any, group: str, help: str, commands: tuple[str, ...] = TRAIN, flags: tuple[str, ...] = (),
         choices: tuple | None = None, nargs: str | None = None, basic: bool = False, bounds: str | None = None,
-        kind: type | None = None, metavar: str | None = None) -> Any:
+        kind: type | None = None, metavar: str | None = None, check: Callable[[Any], str | None] | None = None
+        ) -> Any:
     """A config field. `flags` defaults to `--field-name`; `basic` marks wizard basic-mode questions;
     `bounds` is the valid interval in math notation ("[1,inf)", "[0,1)"), checked by `from_dict` and the wizard;
     `kind` is the value type of a field whose default is None (else str); `metavar` names the value in --help
-    (default: the field name's last word)."""
+    (default: the field name's last word); `check` is a rule bounds cannot say (a device string, module names):
+    the value's problem, else None."""
     meta = dict(group=group, help=help, commands=commands, flags=flags, choices=choices, nargs=nargs, basic=basic,
-                bounds=bounds, kind=kind, metavar=metavar)
+                bounds=bounds, kind=kind, metavar=metavar, check=check)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+# -- rules bounds cannot express: one function each, used by Config (so the CLI and presets) and the wizard ---------
+
+DEVICE_NAMES = ("auto", "cuda", "cuda:N", "mps", "xpu", "cpu")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# diffusers spellings of the same projections (adapters map them, see sidestep.model.keys)
+PROJECTION_ALIASES = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def device_problem(value: str) -> str | None:
+    """Only the spelling: whether the device exists on this machine is known at model load."""
+    if re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", value):
+        return None
+    return f"{value!r}: use {', '.join(DEVICE_NAMES[:-1])} or {DEVICE_NAMES[-1]}"
+
+
+def target_modules_problem(value: list[str]) -> str | None:
+    if not value:
+        return f"needs at least one of {' '.join(PROJECTIONS)}"
+    unknown = [name for name in value if name not in PROJECTIONS + PROJECTION_ALIASES]
+    return f"unknown projection {unknown[0]!r}; use {' '.join(PROJECTIONS)}" if unknown else None
+
+
+def combination_problem(config: "Config") -> str | None:
+    """Options that are each valid but do not go together, as a one-line error naming the flag to change."""
+    if config.quantize_base != "none" and config.adapter_type != "lora":
+        return (f"--quantize-base {config.quantize_base} works with --adapter-type lora only (PEFT knows 4-bit base "
+                "layers; LyCORIS does not); use --quantize-base none")
+    return None
 
 
 @dataclass
@@ -57,7 +90,7 @@ class Config:
 
     # Device and precision
     device: str = opt("auto", "Device and precision", "auto, cuda, cuda:N, mps, xpu or cpu",
-                      MODEL_CMDS + ("generate",) + DATASET)
+                      MODEL_CMDS + ("generate",) + DATASET, check=device_problem)
     precision: str = opt("auto", "Device and precision", "auto (bf16 on CUDA/XPU, fp16 on MPS, fp32 on CPU), "
                          "bf16, fp16 or fp32", MODEL_CMDS + ("generate",), choices=("auto", "bf16", "fp16", "fp32"))
 
@@ -82,7 +115,7 @@ class Config:
     attention_type: str = opt("both", "LoRA", "Attention to adapt: both, self or cross",
                               TRAIN + ESTIMATE, choices=("both", "self", "cross"))
     target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA",
-                                    "Projections to adapt", TRAIN + ESTIMATE, nargs="+")
+                                    "Projections to adapt", TRAIN + ESTIMATE, nargs="+", check=target_modules_problem)
     bias: str = opt("none", "LoRA", "Bias training: none, all, lora_only", choices=("none", "all", "lora_only"))
 
     # LoKR
@@ -267,6 +300,9 @@ class Config:
             problem = field_problem(f, getattr(self, f.name))
             if problem:
                 raise SidestepError(f"{flag_of(f)} {problem}")
+        problem = combination_problem(self)
+        if problem:
+            raise SidestepError(problem)
         if self.seed == -1:  # "pick a seed": chosen once here, so every record of this config holds the real one
             import secrets
 
@@ -335,12 +371,17 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def field_problem(f: dataclasses.Field, value: Any) -> str | None:
-    """Why `value` breaks the field's declared choices or bounds, else None."""
+    """Why `value` breaks the field's declared choices, bounds or rule (`check`), else None."""
     choices = f.metadata.get("choices")
     values = value if isinstance(value, list) else [value]  # a repeatable flag: each value is a choice
     bad = [v for v in values if v is not None and v not in (choices or (v,))]
     if bad:
         return f"must be one of {', '.join(choices)}, got {bad[0]!r}"
+    check = f.metadata.get("check")
+    if check is not None and value is not None:
+        problem = check(value)
+        if problem:
+            return problem
     return bounds_error(f, value)
 
 

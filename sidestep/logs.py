@@ -14,6 +14,12 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Other libraries' log records and warnings (bitsandbytes' "pip install kernels" on every CPU run, ...)
+    # go to sidestep.log, not the screen: a root handler stops logging's last-resort print to stderr.
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if not any(isinstance(h, _IntoSidestepLog) for h in root.handlers):
+        root.addHandler(_IntoSidestepLog())
     logging.getLogger("LyCORIS").setLevel(logging.WARNING)
     try:
         from diffusers.utils import logging as diffusers_logging
@@ -28,6 +34,17 @@ def quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+class _IntoSidestepLog(logging.Handler):
+    """Hands library records to sidestep.log's handler (none yet: they are dropped, never printed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "sidestep" or record.name.startswith("sidestep."):
+            return  # already written by the sidestep logger's own handler
+        for handler in log.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
 
 def setup_logging() -> None:

@@ -132,13 +132,14 @@ def save_preset(name: str, config: Config, description: str = "", folder: Path |
     return path
 
 
-def import_preset(source: Path, name: str | None = None) -> Path:
-    """Validate a preset JSON file and copy it into ./presets/ (under `name`, default its file name)."""
+def import_preset(source: Path, name: str | None = None, folder: Path | None = None) -> Path:
+    """Validate a preset JSON file and copy it into ./presets/ unless `folder` (under `name`, default its file
+    name)."""
     preset = read_preset(Path(source).expanduser())
     name = check_name(name or preset.name)
     if name in BUILTIN_NAMES:
         raise SidestepError(f"preset '{name}' is built-in and read-only; import it under another name")
-    path = user_dir() / f"{name}.json"
+    path = (folder or user_dir()) / f"{name}.json"
     atomic_write_text(path, _document(name, preset.description, preset.values))
     return path
 

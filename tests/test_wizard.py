@@ -6,6 +6,9 @@ run); one test trains for real on the tiny checkpoint, and interrupts a second r
 
 import io
 import json
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 from helpers import write_tensor_dataset
 from sidestep.adapters import option_owners
 from sidestep.config import Config
-from wizard_pty import TRAIN_PY, Wizard, main_menu, pick_kind, quit_wizard, wizard_env, write_settings
+from wizard_pty import TRAIN_PY, WRAPPED, Wizard, main_menu, pick_kind, quit_wizard, wizard_env, write_settings
 
 
 @pytest.fixture
@@ -51,12 +54,13 @@ def cli_config(argv: list[str], cwd: Path, monkeypatch) -> Config:
     from sidestep.cli.parser import build_parser, config_from_args
 
     monkeypatch.chdir(cwd)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(cwd / "home" / "xdg"))  # the wizard's config folder
     return config_from_args(build_parser(commands()).parse_args(argv))
 
 
-def setup_answers(w: Wizard, mode: str = "", level: str = "", preset: str = "") -> None:
+def setup_answers(w: Wizard, mode: str = "", preset: str = "", level: str = "basic") -> None:
+    w.expect(rf"Wizard mode: {level} \(change it in Settings\)\.")  # saved: said, not asked again
     w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", mode)
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[\d\]: $", level)
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", preset)
 
 
@@ -72,8 +76,11 @@ def finish(w: Wizard, save_as: str = "", start: str = "y", command: str = "fixed
     w.expect(rf"dry run: recorded '{command}'")
     w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y" if generate else "")
     if generate:
-        w.answer(r"Prompt \(style, genre, instruments; put your trigger tag in\): $", generate[0])
-        w.answer(r"Seconds of audio \[20\.0\]: $", generate[1])
+        w.answer(r"Prompt \(style, genre, instruments\) \[zxq, \]: $", generate[0])  # its trigger tag prefilled
+        w.answer(r"Seconds of audio \[20\.0\]: $", "-3")
+        w.answer(r"-3: must be more than 0 and at most 600 seconds\n  Seconds of audio \[20\.0\]: $", generate[1])
+        w.answer(r"Write the song to \(a \.wav file\) \[[^\n]*generated\.wav\]: $", "")
+        w.answer(r"Generate\? \[Y/n\]: $", "")
         w.expect(r"dry run: recorded 'generate'")
 
 
@@ -87,15 +94,26 @@ def basic_lora_with_go_back(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.expect(r"-> acestep-v15-base \(official, base: base\)")
     w.answer(r"dataset-dir: [^\n]*: $", str(tmp_path / "data"))
     w.expect(r"\[Step 4/6\] LoRA settings")
+    w.answer(r"rank: LoRA rank \[64\]: $", "?")
+    w.expect(r"How much the adapter can learn: 16-64 is typical; higher")  # `?`: what it does, plainly
     w.answer(r"rank: LoRA rank \[64\]: $", "0")
-    w.answer(r"must be in \[1, inf\), got 0\n  rank: LoRA rank \[64\]: $", "16")
-    w.answer(r"alpha: [^\n]*\[128\]: $", "b")  # go back: the earlier answer is the default
-    w.answer(r"rank: LoRA rank \[16\]: $", "")
-    w.answer(r"alpha: [^\n]*\[128\]: $", "32")
+    w.answer(r"must be in \[1, inf\), got 0\n  rank: LoRA rank \[64\]: $", "100000")
+    w.answer(r"100000 is far above the usual 16-64[^\n]*\n  Keep it\? \[y/N\]: $", "")  # implausible: confirm
+    w.answer(r"rank: LoRA rank \[64\]: $", "8")
+    w.answer(r"alpha: [^\n]*\[16\]: $", "b")  # the alpha follows the rank (2 x rank); go back
+    w.answer(r"rank: LoRA rank \[8\]: $", "16")  # the earlier answer is the default
+    w.answer(r"alpha: [^\n]*\[32\]: $", "")
     w.expect(r"\[Step 5/6\] Training settings")
+    w.answer(r"learning-rate: Learning rate \[0\.0001\]: $", "5")  # no "(1.0 for prodigy)": not asked here
+    w.answer(r"5 is very high for AdamW[^\n]*\n  Keep it\? \[y/N\]: $", "n")
     assert w.fill({"learning-rate": "5e-4", "epochs": "3", "output-dir": "out1"}, "Same run from the command line") \
         == ["learning-rate", "batch-size", "epochs", "output-dir"]
-    finish(w, generate=("calm piano", "5"))
+    w.expect(r"Note: 100 warm-up steps is longer than this run \(3 optimizer steps\)")
+    # what the (dry) run would have written: an adapter trained with the trigger tag zxq
+    (tmp_path / "out1").mkdir()
+    (tmp_path / "out1" / "adapter_config.json").write_text("{}")
+    (tmp_path / "out1" / "sidestep_run.json").write_text(json.dumps({"inference": {"trigger": "zxq"}}))
+    finish(w, generate=("zxq, calm piano", "5"))
 
 
 def lokr_from_a_preset(w: Wizard, tmp_path: Path) -> None:
@@ -129,7 +147,7 @@ def finetune_asks_its_base(w: Wizard, tmp_path: Path, root: Path) -> None:
     w.answer(r"checkpoint-dir: [^\n]*: $", str(root))
     w.expect(r"3\. +my-finetune +custom +base: \?")
     w.answer(r"Model: number, or text to search \[acestep-v15-turbo\]: $", "finetune")
-    w.answer(r"base-model: [^\n]*\(turbo/base/sft\): $", "sft")
+    w.answer(r"base-model: [^\n]*\(turbo/base/sft[^\n]*\): $", "sft")
     w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "ft"}, "Same run from the command line")
     finish(w)
 
@@ -148,7 +166,8 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
 
     lora, generate, lokr, finetune = recorded(tmp_path)
     assert generate["command"] == "generate" and generate["args"]["gen_adapter"] == "out1"
-    assert (generate["args"]["gen_prompt"], generate["args"]["gen_duration"]) == ("calm piano", 5.0)
+    assert (generate["args"]["gen_prompt"], generate["args"]["gen_duration"]) == ("zxq, calm piano", 5.0)
+    assert generate["args"]["gen_out"] == str(tmp_path / "out1" / "generated.wav")
     assert Config(**finetune["config"]) == cli_config(
         ["fixed", "--checkpoint-dir", str(root), "--model-variant", "my-finetune", "--base-model", "sft",
          "--dataset-dir", str(tmp_path / "data"), "--output-dir", "ft"], tmp_path, monkeypatch)
@@ -164,7 +183,8 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
                            str(tiny_root_readonly), "--dataset-dir", str(tmp_path / "data"), "--output-dir",
                            "lokr_out"], tmp_path, monkeypatch)
     assert Config(**lokr["config"]) == expected and expected.epochs == 10 and expected.lokr_linear_dim == 16
-    saved = json.loads((tmp_path / "presets" / "my_lokr.json").read_text())
+    saved = json.loads((tmp_path / "home" / "xdg" / "sidestep" / "presets" / "my_lokr.json").read_text())
+    assert f"Preset saved to {tmp_path / 'home' / 'xdg' / 'sidestep' / 'presets' / 'my_lokr.json'}" in w.text
     assert saved["adapter_type"] == "lokr" and saved["lokr_linear_dim"] == 16 and saved["epochs"] == 10
     assert "dataset_dir" not in saved and "checkpoint_dir" not in saved
     user = cli_config(["fixed", "--preset", "my_lokr"], tmp_path, monkeypatch)
@@ -172,18 +192,28 @@ def test_basic_lora_with_go_back_then_lokr_from_a_preset_equal_cli(wizard, tmp_p
 
 
 def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path, tiny_root_readonly, monkeypatch):
+    write_settings(tmp_path / "home", tiny_root_readonly, mode="advanced")
     w = wizard()
     main_menu(w, "2")
     pick_kind(w, "2")  # LoKR
     setup_answers(w, mode="2", level="advanced")
+    # refused when typed, by the CLI's own rules (device spelling, module names, nf4 with LoKR), then fixed
+    retries = {"device": ["gpu", "cpu"], "target-modules": ["q_proj foo_proj", "q_proj v_proj"],
+               "quantize-base": ["nf4", "none"]}
     answers = {"device": "cpu", "precision": "fp32", "attention-type": "self", "target-modules": "q_proj v_proj",
                "lokr-linear-dim": "8", "lokr-linear-alpha": "16", "lokr-factor": "4", "lokr-use-tucker": "y",
                "learning-rate": "0.001", "epochs": "7", "optimizer-type": "adafactor", "scheduler-type": "3",
                "gradient-checkpointing": "n", "num-workers": "0", "save-every": "5", "log-every": "2",
                "dataset-dir": str(tmp_path / "data"), "output-dir": str(tmp_path / "out"), "bias": "all"}
-    asked = w.fill(answers, "Same run from the command line", model="2")
+    asked = w.fill({**answers, **retries}, "Same run from the command line", model="2")
     finish(w, command="vanilla")
     quit_wizard(w)
+    assert "'gpu': use auto, cuda, cuda:N, mps, xpu or cpu\n  device:" in w.text
+    assert "unknown projection 'foo_proj'; use q_proj k_proj v_proj o_proj\n  target-modules:" in w.text
+    assert "--quantize-base nf4 works with --adapter-type lora only" in w.text
+    assert [a for a in asked if a in retries] == ["device", "device", "target-modules", "target-modules",
+                                                   "quantize-base", "quantize-base"]
+    asked = list(dict.fromkeys(asked))
 
     # advanced mode asks every vanilla option but the menu's adapter type, the other kinds' own ones, the model
     # (picked from the list), the base (only when the config cannot tell) and the --preprocess branch
@@ -210,40 +240,141 @@ def test_advanced_vanilla_lokr_asks_every_option_and_equals_cli(wizard, tmp_path
     assert Config(**run["config"]).bias == "none"
 
 
-def test_real_training_ctrl_c_checkpoints_and_returns_to_the_menu_with_memory_freed(wizard, tmp_path, env):
+def resume_line(w: Wizard) -> str:
+    """The resume command after a calm stop: one line in the output stream (the terminal soft-wraps it)."""
+    match = w.expect(r"Stopped at step (\d+) and saved to [^\n]*; resume with:\n(python train\.py fixed [^\n]*)\n",
+                     timeout=60)
+    return match.group(2)
+
+
+@pytest.mark.parametrize("cols", [60, 120])
+def test_real_training_device_error_returns_to_its_question_then_ctrl_c_stops_calmly_and_resumes(
+        wizard, tmp_path, env, monkeypatch, cols):
     (tmp_path / "presets").mkdir()
     (tmp_path / "presets" / "tiny.json").write_text(json.dumps(
         {"description": "tiny CPU run", "rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1,
-         "warmup_steps": 0, "save_every": 1000, "log_every": 1, "device": "cpu"}))
+         "warmup_steps": 0, "save_every": 1000, "log_every": 1, "device": "cuda:7"}))
     env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
-    w = wizard(environ=env)
+    w = wizard(environ=env, cols=cols)
     main_menu(w, "1")
     setup_answers(w, preset="tiny")
     w.fill({"dataset-dir": str(tmp_path / "data"), "epochs": "100000", "output-dir": "out"},
            "Same run from the command line", model="turbo")
-    finish(w, command="")  # a real run: no dry-run record, and interrupted, so no offer to generate
-    w.expect(r"epoch [1-9]\d*/100000", timeout=60)  # really training
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    # found only when the model is loaded (no 8th GPU here): back to that one question, other answers kept
+    w.expect(r"error: --device 'cuda:7': (.*\n)*?Back to that question; every other answer is kept")
+    w.answer(rf"device: {WRAPPED}\[cuda:7\]: $", "gpu")  # checked when typed, by the CLI's own rule
+    w.answer(rf"'gpu': use auto, cuda, cuda:N, mps, xpu or cpu\n  device: {WRAPPED}: $", "cpu")
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) and the dataset \.\.\.")
+    # the numbers all show, at 60 columns too (the bar goes first)
+    w.expect(r"[1-9]\d*/100000 +loss \d\.\d{4} +lr \d\.\d+e-\d+ +[\d.]+ ?it/s +ETA \d+:\d\d:\d\d +(mem )?[\d.]+ ?GiB",
+             timeout=90)
     w.ctrl_c()
-    w.expect(r"(?s)interrupted at optimizer step \d+; checkpoint saved.*?Resume with:\s+python train.py fixed "
-             r".*?--resume-from", timeout=60)
+    command = resume_line(w)
+    config = cli_config(shlex.split(command)[2:], tmp_path, monkeypatch)  # it parses as the CLI's own command
+    assert (config.device, config.epochs, config.rank, config.output_dir) == ("cpu", 100000, 4, "out")
+    first = Path(config.resume_from)
+    assert (tmp_path / first / "training_state.pt").is_file()
+
+    main_menu(w, "1")  # the wizard knows the run was interrupted and offers to resume it
+    w.answer(rf"Resume the interrupted run in out {WRAPPED}\(stopped at{WRAPPED} step \d+\)\?\s+\[Y/n\]: $", "")
+    w.expect(r"Resuming", timeout=90)
+    w.expect(r"[1-9]\d*/100000 +loss", timeout=90)
+    w.ctrl_c()
+    again = cli_config(shlex.split(resume_line(w))[2:], tmp_path, monkeypatch)
+    assert int(Path(again.resume_from).name[5:]) > int(first.name[5:])  # it went on from the first stop
     quit_wizard(w)  # the menu came back
 
-    [checkpoint] = (tmp_path / "out" / "checkpoints").glob("step_*")
+    assert "Traceback" not in w.text and "error: interrupted" not in w.text
+    assert "kernels" not in w.text  # library noise goes to sidestep.log
+    [checkpoint, _] = sorted((tmp_path / "out" / "checkpoints").glob("step_*"))
     assert (checkpoint / "training_state.pt").is_file() and (checkpoint / "adapter_model.safetensors").is_file()
-    assert "Traceback" not in w.text
-    [memory] = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
-    assert " 0 live modules with weights" in memory
+    memory = [line for line in (tmp_path / "sidestep.log").read_text().splitlines() if "memory after action" in line]
+    assert memory and " 0 live modules with weights" in memory[-1]
+
+
+def test_dumb_terminal_trains_with_progress_lines_then_generates_with_the_trigger_tag(wizard, tmp_path, env):
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    manifest["metadata"]["custom_tag"] = "zxq"  # the trigger tag the adapter is trained with
+    (tmp_path / "data" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "tiny.json").write_text(json.dumps(
+        {"rank": 4, "alpha": 8, "num_workers": 0, "gradient_accumulation": 1, "warmup_steps": 0, "save_every": 1000,
+         "log_every": 1, "device": "cpu", "epochs": 40}))
+    env = {k: v for k, v in env.items() if k != "SIDESTEP_WIZARD_DRY_RUN"}
+    w = wizard(environ={**env, "TERM": "dumb"}, cols=60, rows=24)
+    main_menu(w, "1")
+    setup_answers(w, preset="tiny")
+    w.fill({"dataset-dir": str(tmp_path / "data"), "output-dir": "out"}, "Same run from the command line",
+           model="turbo")
+    w.answer(r"Name \(Enter to skip\): $", "")
+    w.answer(r"Start training\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) and the dataset \.\.\.")
+    rest = r"  lr \d\.\d\de[-+]\d+  [\d.]+ it/s  ETA \d+:\d\d:\d\d  mem [\d.]+ GiB\n"
+    w.expect(r"\nepoch 1/40  step 1/40  loss \d\.\d{4}" + rest, timeout=90)  # a line, not a redrawn bar
+    last = w.expect(r"\nepoch 40/40  step 40/40  loss (\d\.\d{4})" + rest, timeout=120).group(1)
+    assert w.expect(r"last loss (\d\.\d{4})").group(1) == last  # --plain and the summary report the same loss
+    w.answer(r"Generate a short song with the new adapter\? \[y/N\]: $", "y")
+    w.answer(r"Prompt \(style, genre, instruments\) \[zxq, \]: $", "zxq, calm piano")  # no model/adapter asked
+    w.answer(r"Seconds of audio \[20\.0\]: $", "2")
+    w.answer(r"Write the song to \(a \.wav file\) \[out/generated\.wav\]: $", "")
+    w.answer(r"Generate\? \[Y/n\]: $", "")
+    w.expect(r"Loading the model \(turbo from [^\n]*\) \.\.\.\n")  # before the silence
+    song = w.expect(r"The song: (\S+generated\.wav)\n", timeout=120).group(1)
+    assert song == str(tmp_path / "out" / "generated.wav") and Path(song).stat().st_size > 1000
+    if shutil.which("aplay") or shutil.which("paplay") or shutil.which("ffplay") or shutil.which("afplay") or \
+            shutil.which("xdg-open"):
+        w.answer(r"Play it \([^\n]*\)\? \[y/N\]: $", "n")
+    quit_wizard(w)
+    assert "Traceback" not in w.text and "…" not in w.text and "kernels" not in w.text
+    assert "Adapter folder" not in w.text and "Model: number" not in w.text.split("Training complete")[1]
+    assert "Training will run on the CPU (no GPU found or chosen)" in w.text
+    assert "Training complete: 40 epochs" in w.text
+
+
+def test_only_model_not_asked_and_songs_given_as_tensors_are_offered_preprocessing(wizard, tmp_path,
+                                                                                    tiny_root_readonly, monkeypatch):
+    root = tmp_path / "one"
+    root.mkdir()
+    for part in tiny_root_readonly.iterdir():
+        if part.name != "acestep-v15-base":
+            (root / part.name).symlink_to(part)
+    (tmp_path / "songs").mkdir()
+    for name in ("a.wav", "b.flac"):
+        (tmp_path / "songs" / name).write_bytes(b"")
+    w = wizard(cols=60)
+    main_menu(w, "1")
+    setup_answers(w)
+    w.answer(r"checkpoint-dir: [^$]*: $", str(root))
+    w.expect(r"Model: acestep-v15-turbo \(official\), the only one")  # said, not asked
+    w.answer(r"dataset-dir: [^$]*: $", str(tmp_path / "songs"))
+    w.answer(rf"holds 2 song\(s\), not training{WRAPPED} tensors\.{WRAPPED} Preprocess them first\? \[Y/n\]: $", "")
+    w.answer(r"dataset-json: [^$]*: $", "")
+    w.answer(r"tensor-output: [^$]*: $", str(tmp_path / "tensors"))
+    w.answer(r"rank: LoRA rank \[64\]: $", "b")  # back: past the model nobody typed, to the folder
+    w.answer(r"checkpoint-dir: [^$]*: $", "")
+    w.fill({"output-dir": "out"}, "Same run from the command line")
+    finish(w)
+    quit_wizard(w)
+    assert "Model: number" not in w.text
+    [run, ] = recorded(tmp_path)
+    assert Config(**run["config"]) == cli_config(
+        ["fixed", "--checkpoint-dir", str(root), "--preprocess", "--audio-dir", str(tmp_path / "songs"),
+         "--tensor-output", str(tmp_path / "tensors"), "--output-dir", "out"], tmp_path, monkeypatch)
 
 
 def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
     w = wizard()
     main_menu(w, "1")
     w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
-    w.expect(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $")
+    w.expect(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $")
     w.ctrl_c()
     w.expect(r"Cancelled; back to the main menu")
     main_menu(w, "preprocess")  # preprocess: `b` at its first question leaves the flow
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "b")
+    w.answer(r"checkpoint-dir: [^\n]*: $", "b")
     main_menu(w, "presets")
     w.answer(r"What would you like to do\?\n(?:.*\n)*  Choose 1-6 \[1\]: $", "6")
     w.expect(r"Main menu\n(?:.*\n)*?  Choose 1-\d+ \[1\]: $")
@@ -254,18 +385,26 @@ def test_ctrl_c_and_b_at_prompts_return_to_the_menu(wizard, tmp_path):
 
 
 def preprocess_then_train(w: Wizard, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     (tmp_path / "songs").mkdir()
+    (tmp_path / "songs" / "a.wav").write_bytes(b"")  # counted by name, as preprocessing scans
+    (tmp_path / "songs" / "dataset.json").write_text("{}")
     write_tensor_dataset(tmp_path / "tensors", n=1)  # what the (dry) preprocessing would have written
     main_menu(w, "preprocess")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
-    asked = w.fill({"audio-dir": str(tmp_path / "songs"), "tensor-output": str(tmp_path / "tensors")},
-                   "Same run from the command line")
-    assert asked == ["checkpoint-dir", "audio-dir", "dataset-json", "tensor-output"]
+    w.answer(r"checkpoint-dir: [^\n]*: $", "")
+    w.answer(r"Model: number[^\n]*: $", "")
+    w.answer(r"audio-dir: [^\n]*: $", str(tmp_path / "empty"))
+    w.answer(r"empty: 0 songs found [^\n]*\n  audio-dir: [^\n]*: $", str(tmp_path / "songs"))
+    w.expect(r"1 song\(s\) found; dataset\.json found beside them")
+    w.answer(r"dataset-json: [^\n]*\[" + str(tmp_path / "songs" / "dataset.json") + r"\]: $", "")  # offered
+    asked = w.fill({"tensor-output": str(tmp_path / "tensors")}, "Same run from the command line")
+    assert asked == ["tensor-output"]
     w.answer(r"Start preprocessing\? \[Y/n\]: $", "")
     w.answer(r"Train on them now\? \[Y/n\]: $", "y")
     w.answer(r"Adapter:\n(?:.*\n)*  Choose 1-5 \[1\]: $", "1")  # LoRA, of the 5 kinds
     setup_answers(w)
-    w.fill({"output-dir": "chained"}, "Same run from the command line")
+    asked = w.fill({"output-dir": "chained"}, "Same run from the command line")
+    assert "checkpoint-dir" not in asked and "dataset-dir" not in asked  # known from preprocessing
     finish(w)
 
 
@@ -275,12 +414,10 @@ def experimental(w: Wizard, tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     main_menu(w, "experimental")
     w.answer(r"Which tool\?\n(?:.*\n)*  Choose 1-4 \[1\]: $", "1")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     assert w.fill({"dataset-dir": data, "top-k": "8", "output": str(tmp_path / "a.json")}, "Same run from") == \
         ["checkpoint-dir", "dataset-dir", "batch-size", "top-k", "output"]
     w.answer(r"Start the estimate\? \[Y/n\]: $", "")
     w.answer(r"Train selectively on .*a\.json now\? \[y/N\]: $", "y")
-    w.answer(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
     w.answer(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $", "")
     w.fill({"output-dir": "sel"}, "Same run from the command line")
     finish(w, command="selective")
@@ -302,8 +439,9 @@ def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, 
     pre, fixed, estimate, selective, compare = recorded(tmp_path)
     root, data = str(tiny_root_readonly), str(tmp_path / "data")
     assert pre["command"] == "preprocess" and Config(**pre["config"]) == cli_config(
-        ["preprocess", "--checkpoint-dir", root, "--audio-dir", str(tmp_path / "songs"),
-         "--tensor-output", str(tmp_path / "tensors")], tmp_path, monkeypatch)
+        ["preprocess", "--checkpoint-dir", root, "--audio-dir", str(tmp_path / "songs"), "--dataset-json",
+         str(tmp_path / "songs" / "dataset.json"), "--tensor-output", str(tmp_path / "tensors")], tmp_path,
+        monkeypatch)
     assert Config(**fixed["config"]) == cli_config(
         ["fixed", "--checkpoint-dir", root, "--dataset-dir", str(tmp_path / "tensors"),
          "--output-dir", "chained"], tmp_path, monkeypatch)
@@ -318,6 +456,8 @@ def test_preprocess_chains_into_training_and_the_experimental_tools_run(wizard, 
 
 def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
     (tmp_path / "shared.json").write_text(json.dumps({"description": "from a friend", "rank": 8, "alpha": 16}))
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "bad.json").write_text(json.dumps({"target_modules": ["foo_proj"]}))
     script = "\n".join(["presets", "1",  # presets: list
                         "3", str(tmp_path / "shared.json"),  # import
                         "4", "shared", str(tmp_path / "exported.json"),  # export
@@ -330,7 +470,10 @@ def test_plain_wizard_over_a_pipe_has_no_escape_codes(tmp_path, env):
     assert "Side-Step " in result.stdout and "Bye." in result.stdout
     for name in ("recommended", "high_quality", "quick_test", "vram_24gb_plus", "vram_16gb", "vram_12gb", "vram_8gb"):
         assert f"    {name} " in result.stdout
-    assert json.loads((tmp_path / "presets" / "shared.json").read_text())["rank"] == 8
+    assert json.loads((tmp_path / "home" / "xdg" / "sidestep" / "presets" / "shared.json").read_text())["rank"] == 8
+    # presets are checked by the CLI's own rules when loaded: a module name no model has is named, not used
+    assert "skipped: " in result.stdout and "bad.json: option 'target_modules' unknown projection 'foo_proj'" \
+        in result.stdout.replace("\n", " ")
     assert json.loads((tmp_path / "exported.json").read_text())["description"] == "from a friend"
 
 
@@ -347,3 +490,19 @@ def test_no_arguments_without_a_terminal_prints_the_help(capsys, monkeypatch, tm
     monkeypatch.setattr(sys, "stdin", io.StringIO())  # not a terminal: nobody to answer a wizard
     assert main([]) == 0
     assert "usage: train.py" in capsys.readouterr().out
+
+
+def test_the_rules_the_wizard_checks_are_the_clis(tmp_path, monkeypatch):
+    """One rule per option, in Config metadata: the CLI refuses what the wizard refuses, with the same words."""
+    from sidestep.config import field_problem
+    from sidestep.errors import SidestepError
+    from sidestep.wizard.flows import CONFIG_FIELDS
+
+    for flag, value, field, typed in (("--device", "gpu", "device", "gpu"),
+                                      ("--target-modules", "foo_proj", "target_modules", ["foo_proj"])):
+        problem = field_problem(CONFIG_FIELDS[field], typed)
+        assert problem
+        with pytest.raises(SidestepError, match=re.escape(f"{flag} {problem}")):
+            cli_config(["fixed", flag, value], tmp_path, monkeypatch)
+    with pytest.raises(SidestepError, match="--quantize-base nf4 works with --adapter-type lora only"):
+        cli_config(["fixed", "--adapter-type", "lokr", "--quantize-base", "nf4"], tmp_path, monkeypatch)

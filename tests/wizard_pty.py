@@ -17,8 +17,10 @@ from pathlib import Path
 
 TRAIN_PY = Path(__file__).resolve().parents[1] / "train.py"
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>]|\r")
-# A field prompt: "  flag-name: help text [default]: " at the end of the output.
-FIELD_PROMPT = re.compile(r"\n  ([a-z0-9-]+): [^\n]*: $")
+# A field prompt: "  flag-name: help text [default]: " at the end of the output (wrapped lines are indented).
+FIELD_PROMPT = re.compile(r"\n  ([a-z0-9-]+): [^\n]*(?:\n    [^\n]*)*: $")
+# Any text of one wrapped prompt or message: a line break only before an indented continuation.
+WRAPPED = r"(?:[^\n]|\n )*?"
 
 
 def wizard_env(home: Path, **extra: str) -> dict[str, str]:
@@ -95,14 +97,18 @@ class Wizard:
     def ctrl_c(self) -> None:
         os.write(self.master, b"\x03")
 
-    def fill(self, answers: dict[str, str], until: str, model: str = "") -> list[str]:
-        """Answer field prompts by flag name ('' = Enter) until `until` shows; returns the flags asked."""
-        asked = []
+    def fill(self, answers: dict[str, str | list[str]], until: str, model: str = "") -> list[str]:
+        """Answer field prompts by flag name ('' = Enter) until `until` shows; returns the flags asked.
+        A list answers the same question again after a refusal: first answer first."""
+        asked, lists = [], {k: list(v) for k, v in answers.items() if isinstance(v, list)}
         while True:
             match = self.expect(rf"{FIELD_PROMPT.pattern}|\n  Model: number[^\n]*: $|{until}")
             if match.group(1):
-                asked.append(match.group(1))
-                self.send(answers.get(match.group(1), ""))
+                flag = match.group(1)
+                if flag in asked and flag not in lists:
+                    raise AssertionError(f"{flag} asked again; last output:\n{self.text[-2000:]}")
+                asked.append(flag)
+                self.send(lists[flag].pop(0) if flag in lists else answers.get(flag, ""))
             elif "Model: number" in match.group(0):
                 self.send(model)
             else:

@@ -37,36 +37,65 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="CFG guidance for base/sft (default: 7.0; turbo never uses CFG)")
 
 
+def out_problem(out: str) -> str | None:
+    """Why a song cannot be written to `out`, else None (one rule for the CLI and the wizard)."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        return f"{path}: is a folder; give a file name such as {path / 'song.wav'}"
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"{path}: cannot write there ({existing} is not a writable folder); choose another path"
+    return None
+
+
+def prompt_problem(prompt: str) -> str | None:
+    return None if prompt and prompt.strip() else "a caption is needed: style, genre, instruments"
+
+
+def duration_problem(duration: float) -> str | None:
+    if math.isfinite(duration) and 0 < duration <= MAX_DURATION:
+        return None
+    return f"{duration:g}: must be more than 0 and at most {MAX_DURATION:g} seconds"
+
+
+def adapter_problem(adapter: str) -> str | None:
+    from sidestep.adapters import KINDS, expected_files
+
+    folder = Path(adapter).expanduser()
+    if not folder.exists():
+        return (f"{folder}: folder not found; pass a Side-Step output folder, checkpoints/epoch_N or an adapter file "
+                "(ACE-Step PEFT, diffusers, ComfyUI)")
+    if folder.is_dir() and not any(k.owns(folder) for k in KINDS.values()) and not any(folder.glob("*.safetensors")):
+        return f"{folder}: no adapter here (expected {expected_files()})"
+    return None
+
+
 def _check_out(out: str | None, config: Config, adapter: str | None) -> Path:
     from sidestep.guards import check_output_file
 
     if not out:
         raise SidestepError("generate: pass --out FILE.wav (where the song is written)")
+    problem = out_problem(out)
+    if problem:
+        raise SidestepError(f"--out {problem}")
     path = Path(out).expanduser()
-    if path.is_dir():
-        raise SidestepError(f"--out {path}: is a folder; give a file name such as {path / 'song.wav'}")
     folder = Path(adapter).expanduser() if adapter else None  # a file or a folder of adapter files
     adapter_files = [("--adapter", p) for p in ([folder] if folder.is_file() else folder.glob("*"))] \
         if folder is not None and folder.exists() else []
     check_output_file(path, "--out", adapter_files, [("--checkpoint-dir", config.checkpoint_dir)])
-    parent = path.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise SidestepError(f"--out {path}: cannot write there ({existing} is not a writable folder); choose "
-                            "another path")
     return path
 
 
 def _check(config: Config, args: argparse.Namespace) -> Path:
     if not config.checkpoint_dir:
         raise SidestepError("generate: pass --checkpoint-dir (the folder holding acestep-v15-turbo/, vae/, ...)")
-    if not args.gen_prompt or not args.gen_prompt.strip():
+    if prompt_problem(args.gen_prompt):
         raise SidestepError("generate: pass --prompt \"...\" (a caption: style, genre, instruments)")
-    duration = args.gen_duration
-    if not (math.isfinite(duration) and 0 < duration <= MAX_DURATION):
-        raise SidestepError(f"--duration {duration:g}: must be more than 0 and at most {MAX_DURATION:g} seconds")
+    problem = duration_problem(args.gen_duration)
+    if problem:
+        raise SidestepError(f"--duration {problem}")
     if not math.isfinite(args.gen_strength):
         raise SidestepError(f"--strength {args.gen_strength}: must be a number (1.0 = as trained, 0 = off)")
     if args.gen_steps is not None and args.gen_steps < 1:
@@ -78,19 +107,13 @@ def _check(config: Config, args: argparse.Namespace) -> Path:
     if args.gen_adapter is None and args.gen_strength != 1.0:
         raise SidestepError(f"--strength {args.gen_strength:g} needs --adapter DIR (without one the base model plays)")
     if args.gen_adapter is not None:
-        folder = Path(args.gen_adapter).expanduser()
-        if not folder.exists():
-            raise SidestepError(f"--adapter {folder}: folder not found; pass a Side-Step output folder, "
-                                "checkpoints/epoch_N or an adapter file (ACE-Step PEFT, diffusers, ComfyUI)")
-        from sidestep.adapters import KINDS, expected_files
-
-        if folder.is_dir() and not any(k.owns(folder) for k in KINDS.values()) and \
-                not any(folder.glob("*.safetensors")):
-            raise SidestepError(f"--adapter {folder}: no adapter here (expected {expected_files()})")
+        problem = adapter_problem(args.gen_adapter)
+        if problem:
+            raise SidestepError(f"--adapter {problem}")
     return _check_out(args.gen_out, config, args.gen_adapter)
 
 
-def _trigger(folder: Path) -> str | None:
+def trigger_tag(folder: Path) -> str | None:
     """The trigger tag the adapter was trained with (sidestep_run.json), if any."""
     import json
 
@@ -122,13 +145,16 @@ def _load_adapter(load, decoder, folder: Path):
 
 
 def run_generate(config: Config, args: argparse.Namespace) -> int:
+    out = _check(config, args)
+    console = get_console()
+    # importing torch and loading three models take seconds: say so before the silence
+    console.print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) ...", highlight=False,
+                  soft_wrap=True)
     from sidestep.generate import build_pipeline, generate_audio, sampler_settings, set_adapter_strength, write_wav
     from sidestep.model.discovery import locate_parts
     from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
     from sidestep.runtime import resolve_runtime
 
-    out = _check(config, args)
-    console = get_console()
     runtime = resolve_runtime(config.device, config.precision)
     parts = locate_parts(config.checkpoint_dir, config.model_variant)
     settings = sampler_settings(parts.model)
@@ -147,7 +173,7 @@ def run_generate(config: Config, args: argparse.Namespace) -> int:
         dit.transformer.requires_grad_(False)
         set_adapter_strength(adapter, args.gen_strength)
         adapter_note = f"{adapter.label} adapter {args.gen_adapter} at strength {args.gen_strength:g}"
-        trigger = _trigger(Path(args.gen_adapter).expanduser())
+        trigger = trigger_tag(Path(args.gen_adapter).expanduser())
         if trigger and trigger.lower() not in args.gen_prompt.lower():
             console.print(f"note: this adapter was trained with the trigger tag '{trigger}'; put it in --prompt "
                           "to call up what it learned", markup=False, highlight=False)

@@ -42,7 +42,10 @@ def _guarded(console, debug: bool, run) -> int:
         log.error("%s", err, exc_info=True)
         if debug:
             traceback.print_exc()
-        console.print(f"error: {err}", markup=False, highlight=False)
+        calm = err.exit_code in (130, 143)  # a stop the user (or the scheduler) asked for: not an error
+        # soft_wrap: a resume command is never broken into lines, so copying it works at any width
+        console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False,
+                      soft_wrap=True if calm else None)
         return err.exit_code
     except KeyboardInterrupt:
         console.print("Interrupted.")

@@ -100,7 +100,8 @@ def print_result(result, config: Config) -> None:
     from sidestep.adapters import kind
 
     files = kind(config.adapter_type).file_names()
-    console.print(f"Training complete: {result.epochs} epochs, {result.optimizer_steps} optimizer steps in "
+    console.print(f"Training complete: {result.epochs} epoch{'s' if result.epochs != 1 else ''}, "
+                  f"{result.optimizer_steps} optimizer steps in "
                   f"{result.seconds:.1f} s, last loss {result.final_loss:.4f}", highlight=False)
     table = Table(title="Summary", show_header=False)
     table.add_row("epochs", str(result.epochs))
@@ -127,6 +128,8 @@ def print_result(result, config: Config) -> None:
                        ("previews", result.output_dir / "samples")):
         if path.exists():
             table.add_row(name, str(path))
+    for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
+        column.overflow = "fold"
     console.print(table)
     console.print(f"Adapter: {result.output_dir} ({files})", highlight=False)
     console.print(f"Use it: point ACE-Step's LoRA loader (or ComfyUI, after train.py export) at {result.output_dir}; "
@@ -208,8 +211,6 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
 
 def run_training(mode: str):
     def run(config: Config, args: argparse.Namespace) -> int:
-        from sidestep.train.recipe import train
-
         if config.fit_memory > 0:
             config = fit_memory(config, show_table=config.dry_run)
         if config.dry_run:
@@ -219,6 +220,11 @@ def run_training(mode: str):
         with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
             config = maybe_preprocess(config)
             confirm(config, mode, args)
+            # importing torch and loading the model take seconds: say so before the silence
+            get_console().print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) and "
+                                "the dataset ...", highlight=False, soft_wrap=True)
+            from sidestep.train.recipe import train
+
             result = train(config, mode)
         print_result(result, config)
         return 0

@@ -317,9 +317,10 @@ class Trainer:
             self.save(folder, epoch, batches_done * self.config.batch_size * self.fabric.world_size)
         else:
             self.save(folder, epoch + 1, 0)
-        raise TrainingInterrupted(f"{self.stop_reason} at optimizer step {self.global_step}; checkpoint saved to "
-                                  f"{folder}. Resume with:\n  {resume_command(self.config, self.mode, folder)}",
-                                  self.stop_signal)
+        # The command stays one line: printed with soft wrap, it survives copy-paste at any terminal width.
+        how = " (terminated by SIGTERM)" if self.stop_signal == signal.SIGTERM else ""
+        raise TrainingInterrupted(f"Stopped at step {self.global_step}{how} and saved to {folder}; resume with:\n"
+                                  f"{resume_command(self.config, self.mode, folder)}", self.stop_signal)
 
     def end_epoch(self, epoch: int) -> None:
         """Validation (and the best adapter), the epoch line, previews, the periodic checkpoint."""
@@ -459,7 +460,6 @@ class Trainer:
     def _stop_requested(self, stop: "_StopFlag") -> bool:
         """A Ctrl-C (or SIGTERM) on any process stops all of them at the same step."""
         self.stop_signal = stop.signum or signal.SIGINT
-        self.stop_reason = "terminated (SIGTERM)" if self.stop_signal == signal.SIGTERM else "interrupted"
         if self.fabric.world_size == 1:
             return stop.requested
         return self.fabric.strategy.reduce_boolean_decision(stop.requested, all=False)

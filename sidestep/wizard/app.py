@@ -38,6 +38,7 @@ MENU = [("lora", "Train a LoRA"),
         ("other_kind", "Train another adapter kind: " + ", ".join(k.label for k in list(KINDS.values())[1:])),
         ("dataset", "Build a dataset JSON (captions, lyrics, BPM, key) from a folder of songs"),
         ("preprocess", "Preprocess audio into training tensors"),
+        ("generate", "Generate a song (with an adapter, or the base model)"),
         ("experimental", "Experimental: estimate / selective / compare configs"),
         ("presets", "Presets"),
         ("settings", "Settings"),
@@ -92,7 +93,8 @@ def first_run(prompter: Prompter) -> Settings:
     defaults = Settings(checkpoint_dir="./checkpoints")
     answers = Form(prompter, _settings_steps(defaults), lambda key, _: getattr(defaults, key)).run({})
     # Absolute, so sessions started from another folder find the checkpoints too.
-    settings = Settings(**{**answers, "checkpoint_dir": str(Path(answers["checkpoint_dir"]).resolve())})
+    settings = Settings(**{**answers, "checkpoint_dir": str(Path(answers["checkpoint_dir"]).resolve()),
+                           "output_root": str(Path(answers["output_root"]).resolve())})
     _show_models(prompter, settings.checkpoint_dir)
     path = save_settings(settings)
     prompter.say(f"Settings saved to {path}", "green")
@@ -138,7 +140,7 @@ def _edit_setting(session: flows.Session, key: str) -> None:
         value = session.prompter.ask(step.questions[0], getattr(session.settings, key), {})
     except GoBack:
         return
-    if key == "checkpoint_dir":
+    if key in ("checkpoint_dir", "output_root"):  # absolute: the same folder from wherever the wizard starts
         value = str(Path(value).resolve())
     session.settings = Settings(**{**session.settings.to_dict(), key: value})
     if key == "checkpoint_dir":
@@ -163,7 +165,7 @@ def presets_table(session: flows.Session) -> None:
                       str(c.gradient_accumulation), c.optimizer_type, "yes" if c.offload_encoder else "no")
     session.prompter.say()
     session.prompter.console.print(Padding(table, (0, 0, 0, 4), expand=False))
-    session.prompter.say("    * your presets (./presets/, then ~/.config/sidestep/presets/); "
+    session.prompter.say(f"    * your presets (saved in {preset_store.global_dir()}; ./presets/ is read too); "
                          "descriptions: Show a preset", "dim")
     for err in errors:
         session.prompter.say(f"skipped: {err}", "red")
@@ -189,7 +191,7 @@ def _show_preset(session: flows.Session) -> None:
 def _import_preset(session: flows.Session) -> None:
     q = Question("file", "Preset JSON file to import", path=True,
                  check=lambda value, _: None if Path(value).is_file() else f"{value}: file not found")
-    path = preset_store.import_preset(Path(session.prompter.ask(q, None, {})))
+    path = preset_store.import_preset(Path(session.prompter.ask(q, None, {})), folder=preset_store.global_dir())
     session.prompter.say(f"Imported to {path}", "green")
 
 
@@ -233,6 +235,7 @@ ACTIONS = {
     "other_kind": flows.other_kind_flow,
     "dataset": dataset_flow,
     "preprocess": flows.preprocess_flow,
+    "generate": flows.generate_flow,
     "experimental": flows.experimental_menu,
     "presets": presets_menu,
     "settings": settings_menu,
@@ -251,7 +254,10 @@ def run_action(session: flows.Session, choice: str) -> None:
         raise
     except SidestepError as err:
         log.error("%s", err, exc_info=True)
-        session.prompter.console.print(f"error: {err}", markup=False, highlight=False)
+        calm = err.exit_code == 130  # Ctrl-C in training: a stop that was asked for, with its resume command
+        # soft_wrap: never broken into lines, so the resume command survives copy-paste at any width
+        session.prompter.console.print(str(err) if calm else f"error: {err}", markup=False, highlight=False,
+                                       soft_wrap=True if calm else None)
     except Exception as err:  # our bug: keep the trace in the log, keep the session alive
         log.exception("unexpected error in the wizard")
         session.prompter.console.print(f"error: unexpected {type(err).__name__}: {err} (full traceback in "

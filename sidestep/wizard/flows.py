@@ -48,6 +48,52 @@ PREPROCESS_STEP = ("Preprocessing",)
 PREPROCESS_FIRST = ("audio_dir", "dataset_json", "tensor_output", "max_duration", "vae_mode")
 MODE_LABELS = {"fixed": "Corrected (recommended): the model's own timesteps + CFG dropout",
                "vanilla": "Vanilla: the upstream trainer (discrete turbo timesteps, no CFG dropout)"}
+# `?`: what the option does for the sound or the run, typical values and the trade-off (one plain sentence).
+HELP: dict[str, str] = {
+    "checkpoint_dir": "The folder holding the ACE-Step model folders (acestep-v15-turbo/, vae/, ...); set once in "
+                      "Settings.",
+    "dataset_dir": "Your songs after preprocessing (a folder with manifest.json and .pt files); the adapter learns "
+                   "from exactly these.",
+    "output_dir": "Where the adapter, its checkpoints and logs go; a new folder per run keeps earlier runs safe.",
+    "audio_dir": "The folder of your songs (wav, flac, mp3, ogg); 10-50 songs of one style is typical.",
+    "dataset_json": "Captions, lyrics and BPM/key per song; without it each song is described by its file name, "
+                    "which teaches the style less precisely.",
+    "tensor_output": "Where the preprocessed songs go; training reads this folder.",
+    "rank": "How much the adapter can learn: 16-64 is typical; higher copies the songs more closely but needs more "
+            "memory and more songs to avoid overfitting.",
+    "alpha": "How strongly the adapter is applied (scale = alpha / rank); 2 x rank is the usual choice, lower is "
+             "subtler.",
+    "lokr_linear_dim": "How much the LoKR adapter can learn (like LoRA's rank): 16-64 is typical; higher learns "
+                       "more detail but needs more memory.",
+    "lokr_linear_alpha": "How strongly the LoKR adapter is applied; 2 x the dimension is the usual choice.",
+    "learning_rate": "How big each learning step is: 1e-4 is typical for AdamW (1.0 for Prodigy); higher learns "
+                     "faster but can turn the sound harsh or unstable.",
+    "batch_size": "Songs per step: 1 fits most GPUs; more gives smoother learning but needs more memory.",
+    "gradient_accumulation": "Steps added up before the adapter changes: 4 is typical; more behaves like a larger "
+                             "batch without the memory, but each change comes more slowly.",
+    "epochs": "How many times every song is heard: 100-500 is typical for 10-50 songs; too many copies the songs, "
+              "too few barely changes the sound.",
+    "warmup_steps": "Optimizer steps at the start where the learning rate rises gently: about 5-10% of the run; "
+                    "longer than the run never reaches the full rate.",
+    "optimizer_type": "adamw is the safe default; adamw8bit saves memory on CUDA; prodigy finds its own learning "
+                      "rate (use 1.0).",
+    "scheduler_type": "How the learning rate falls over the run: cosine is smooth and safe; constant keeps it "
+                      "fixed.",
+    "device": "Where training runs: auto picks the GPU when there is one; cpu works but is very slow.",
+    "precision": "Number format: auto picks bf16 on GPUs (half the memory, same quality) and fp32 on the CPU.",
+    "dropout": "Randomly mutes part of the adapter while learning: 0.1 is typical; more resists overfitting on "
+               "few songs but learns more slowly.",
+    "save_every": "A resumable checkpoint every N epochs: more often costs disk space, less often loses more work "
+                  "on a crash.",
+    "cfg_ratio": "How often a song is learned without its caption, so prompts steer the adapter well: 0.15 is "
+                 "the model's own value.",
+    "chunk_duration": "Train on random crops of this many seconds (0 = whole songs): 30-60 s saves memory on "
+                      "long songs.",
+    "offload_encoder": "Keep the VAE and text encoder on the CPU when not used: saves GPU memory, costs a little "
+                       "time.",
+    "gradient_checkpointing": "Recompute instead of store: saves much GPU memory for about 30% more time.",
+    "max_duration": "Seconds of each song used; longer songs are cut: 240 covers most songs, less saves memory.",
+}
 LEVEL_LABELS = {"basic": "Basic: only what most people need to answer",
                 "advanced": "Advanced: every option"}
 
@@ -100,8 +146,9 @@ def field_question(f: dataclasses.Field, command_of: Callable[[dict], str], basi
     basic = f.metadata["basic"] if basic is None else basic
     basic = None if basic else (lambda answers: _level(answers) == "advanced")
     flag = (f.metadata["flags"] or ("--" + f.name.replace("_", "-"),))[-1].lstrip("-")
-    return Question(key=f.name, text=f"{flag}: {f.metadata['help']}", kind=kind,
-                    choices=tuple(f.metadata["choices"] or ()), help=f.metadata["help"],
+    text = "Learning rate" if f.name == "learning_rate" else f.metadata["help"]  # the optimizer is asked apart
+    return Question(key=f.name, text=f"{flag}: {text}", kind=kind,
+                    choices=tuple(f.metadata["choices"] or ()), help=HELP.get(f.name, f.metadata["help"]),
                     optional=default is None and f.name not in REQUIRED, path=f.name in PATH_FIELDS,
                     config_field=f, when=_all(in_command, basic))
 
@@ -137,9 +184,61 @@ def _check_dataset(value: str, answers: dict) -> str | None:
     folder = Path(value)
     if not folder.is_dir():
         return f"{value}: folder not found (preprocess your songs first: main menu, Preprocess audio)"
+    if not has_samples(folder) and not _check_songs(value, answers):
+        return (f"{value}: holds songs, not preprocessed tensors; type b until 'preprocess' and answer y to "
+                "preprocess them first (or main menu, Preprocess audio)")
     if not has_samples(folder):
         return f"{value}: no preprocessed tensors (manifest.json / .pt files) here; preprocess your songs first"
     return None
+
+
+def _check_songs(value: str, answers: dict) -> str | None:
+    """A songs folder with at least one song (the same scan preprocessing does)."""
+    if not Path(value).is_dir():
+        return f"{value}: folder not found"
+    from sidestep.data.preprocess import scan_audio_dir
+
+    songs, _ = scan_audio_dir(Path(value))
+    if not songs:
+        return f"{value}: 0 songs found (Side-Step reads wav, flac, mp3 and ogg); choose the folder holding them"
+    return None
+
+
+def _songs_note(prompter: Prompter, value: str) -> None:
+    from sidestep.data.preprocess import scan_audio_dir
+
+    songs, _ = scan_audio_dir(Path(value))
+    json_note = "; dataset.json found beside them" if (Path(value) / "dataset.json").is_file() else ""
+    prompter.say(f"    {len(songs)} song(s) found{json_note}", "green")
+
+
+def _dataset_asker(command_of: Callable[[dict], str]):
+    """The tensor folder; given a folder of songs instead, offer to preprocess them first (training only)."""
+    def ask(prompter: Prompter, q: Question, default: Any, answers: dict) -> Any:
+        offer = command_of(answers) in CONFIG_FIELDS["preprocess"].metadata["commands"]
+        check = (lambda v, a: None if _check_songs(v, a) is None else _check_dataset(v, a)) if offer else q.check
+        plain = dataclasses.replace(q, asker=None, check=check)
+        while True:
+            value = prompter.ask(plain, default, answers)
+            if has_samples(Path(value)):
+                return value
+            from sidestep.data.preprocess import scan_audio_dir
+
+            songs = len(scan_audio_dir(Path(value))[0])
+            if prompter.confirm(f"{value} holds {songs} song(s), not training tensors. Preprocess them first?"):
+                answers.update(preprocess=True, audio_dir=value)  # the preprocessing questions follow
+                return value
+            default = value
+
+    return ask
+
+
+def _only_model(answers: dict):
+    try:
+        models = _models(answers["checkpoint_dir"])
+    except (KeyError, SidestepError):
+        return None
+    return models[0] if len(models) == 1 else None
 
 
 def _check_checkpoints(value: str, answers: dict) -> str | None:
@@ -188,6 +287,10 @@ def pick_model(prompter: Prompter, q: Question, default: Any, answers: dict) -> 
 
     models = _models(answers["checkpoint_dir"])
     names = [variant_name(m) for m in models]
+    if len(models) == 1:  # nothing to choose
+        prompter.say(f"  Model: {models[0].name} ({models[0].label}), the only one in {answers['checkpoint_dir']}",
+                     "green")
+        return names[0]
     current = default if default in names else (names[0] if names else None)
     prompter.say(f"  Models in {answers['checkpoint_dir']}:")
     _model_lines(prompter, models)
@@ -253,6 +356,8 @@ def execute(session: Session, command: str, config: Config, **extra: Any) -> int
     """Run `command` through the CLI's own run function (or record it, in a dry run)."""
     session.recent["dataset_dir"] = config.tensor_output if command == "preprocess" else \
         (config.dataset_dir or session.recent.get("dataset_dir"))
+    if command in ("fixed", "vanilla", "selective") and config.output_dir:
+        session.recent["output_dir"] = config.output_dir
     if session.dry_run is not None:
         lines = session.dry_run.read_text().splitlines() if session.dry_run.is_file() else []
         lines.append(json.dumps({"command": command, "config": config.to_dict(), "args": extra}))
@@ -285,9 +390,32 @@ def _summary(session: Session, config: Config, command: str, keys: list[str]) ->
         for key in keys:
             value = getattr(config, key)
             table.add_row(key.replace("_", "-"), "-" if value is None else _show_value(value))
+    for column in table.columns:  # a narrow terminal folds a long path instead of cutting it to "…"
+        column.overflow = "fold"
     console.print(table)
     session.prompter.say("Same run from the command line:", "dim")
     console.print(cli_line(config, command, console.width), markup=False, highlight=False, soft_wrap=True)
+    steps = planned_steps({}, config) if command in ("fixed", "vanilla", "selective") else None
+    if steps is not None and config.warmup_steps > steps:
+        session.prompter.say(f"Note: {config.warmup_steps} warm-up steps is longer than this run ({steps} optimizer "
+                             f"steps), so it never reaches the full learning rate; set warmup-steps in advanced "
+                             "mode (about 10% of the run).", "yellow")
+    if command in ("fixed", "vanilla", "selective") and _runs_on_cpu(config.device):
+        session.prompter.say("Training will run on the CPU (no GPU found or chosen): fine for a first try on a "
+                             "few short songs, but a real run takes hours to days; a CUDA GPU is tens of times "
+                             "faster.", "yellow")
+
+
+def _runs_on_cpu(device: str) -> bool:
+    if device == "cpu":
+        return True
+    if device != "auto":
+        return False
+    import torch
+
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return not (torch.cuda.is_available() or mps or xpu)
 
 
 def _show_value(value: Any) -> str:
@@ -313,12 +441,55 @@ def review(session: Session, form: Form, answers: dict, build: Callable[[dict], 
             form.back()
 
 
+def combination_check(build: Callable[[dict], Config]) -> Callable[[Question, Any, dict], str | None]:
+    """A Form validator: the answers so far with this one must make a Config (the CLI's combination rules,
+    and a preset's values, are checked there, so the wizard re-implements none of them)."""
+    def validate(q: Question, value: Any, answers: dict) -> str | None:
+        if q.key not in CONFIG_FIELDS and q.key != "_preset":
+            return None
+        try:
+            build({**answers, q.key: value})
+        except SidestepError as err:
+            return str(err)
+        return None
+
+    return validate
+
+
+def field_of_error(message: str) -> str | None:
+    """The Config field a one-line error starts with (`--device 'cuda:7': ...` -> device), else None."""
+    from sidestep.config import field_flags
+
+    flag = message.split(" ", 1)[0].rstrip(":")
+    return next((f.name for f in Config.fields() if flag in field_flags(f)), None)
+
+
+def run_reviewed(session: Session, form: Form, answers: dict, build: Callable[[dict], Config], command_of:
+                 Callable[[dict], str], action: str, run: Callable[[Config], Any], offer_preset: bool = False) -> Any:
+    """Review, then run; an error that names an option found only when running (a device not on this machine,
+    a model that does not load) goes back to that question with every other answer kept.
+    Returns (config, what `run` returned), or None when cancelled."""
+    form.validate = combination_check(build)
+    while True:
+        config = review(session, form, answers, build, command_of, action, offer_preset)
+        if config is None:
+            return None
+        try:
+            return config, run(config)
+        except SidestepError as err:
+            key = field_of_error(str(err))
+            if key is None or not form.revisit(key):
+                raise
+            session.prompter.say(f"error: {err}", "red")
+            session.prompter.say("Back to that question; every other answer is kept.", "yellow")
+
+
 def _offer_preset(session: Session, config: Config) -> None:
     q = Question("_save", "Save these settings as a preset? Name (Enter to skip)",
                  check=lambda name, _: _preset_name_problem(name) if name else None)
     name = session.prompter.ask(q, "", {})
     if name:
-        path = preset_store.save_preset(name, config)
+        path = preset_store.save_preset(name, config, folder=preset_store.global_dir())
         session.prompter.say(f"  Preset saved to {path}", "green")
 
 
@@ -334,8 +505,16 @@ def _preset_name_problem(name: str) -> str | None:
 # -- the flows ----------------------------------------------------------------------------------------------------
 
 def _setup_questions(session: Session, extra: list[Question]) -> Step:
-    level = Question("_level", "Wizard mode", choices=MODES, labels=LEVEL_LABELS)
-    return Step("Setup", [*extra, level])
+    """The saved wizard mode is not asked again: it is said, with where to change it."""
+    session.prompter.say(f"Wizard mode: {session.settings.mode} (change it in Settings).", "dim")
+    return Step("Setup", extra)
+
+
+def _form(session: Session, steps: list[Step], defaults: Any, seed: dict | None = None) -> tuple[Form, dict]:
+    """The form and its first answers: the saved mode, and what the flow before already knows (not asked)."""
+    form = Form(session.prompter, steps, defaults)
+    form.given = set(seed or {})
+    return form, {"_level": session.settings.mode, **(seed or {})}
 
 
 def _preset_question() -> Question:
@@ -371,36 +550,98 @@ class _Defaults:
             self._presets[name] = preset_store.find_preset(name).config()
         return self._presets[name]
 
+    def output_root(self) -> Path:
+        return Path(self.session.settings.output_root).expanduser().resolve()
+
     def __call__(self, key: str, answers: dict) -> Any:
         if key == "checkpoint_dir":
             return self.base(answers).checkpoint_dir or self.session.settings.checkpoint_dir
         if key == "output_dir":
             variant = answers.get("model_variant", "model")
             return self.base(answers).output_dir or \
-                _unused(Path(self.session.settings.output_root) / f"{_adapter(answers)}_{Path(variant).name}")
+                _unused(self.output_root() / f"{_adapter(answers)}_{Path(variant).name}")
+        if key == "output" and self.base(answers).output == "module_config.json":  # not the current folder
+            return _unused(self.output_root() / "module_config.json")
+        if key == "dataset_json" and self.base(answers).dataset_json is None and answers.get("audio_dir"):
+            found = Path(answers["audio_dir"]) / "dataset.json"  # the usual place: offered, not assumed
+            return str(found) if found.is_file() else None
+        if key == "tensor_output" and self.base(answers).tensor_output is None and answers.get("audio_dir"):
+            return _unused(self.output_root() / f"{Path(answers['audio_dir']).name}_tensors")
         if key == "dataset_dir" and self.base(answers).dataset_dir is None:
             return self.session.recent.get("dataset_dir")
         if key == "base_model" and self.base(answers).base_model is None:
             entry = _model_entry(answers)  # the name may tell the variant even when the config has no timesteps
             return entry.base_variant if entry is not None else None
+        for alpha, rank in (("alpha", "rank"), ("lokr_linear_alpha", "lokr_linear_dim")):
+            # the alpha follows a rank the user changed (2 x rank) until the user sets the alpha
+            if key == alpha and rank in answers and answers[rank] != getattr(self.base(answers), rank):
+                return 2 * answers[rank]
         if key.startswith("_"):
             return {"_level": self.session.settings.mode, "_preset": "none", "_mode": "fixed"}.get(key)
         return getattr(self.base(answers), key)
+
+
+MAX_PLAUSIBLE_RANK = 256
+MAX_PLAUSIBLE_ADAMW_LR = 1e-2
+
+
+def _rank_warning(value: int, answers: dict) -> str | None:
+    if value > MAX_PLAUSIBLE_RANK:
+        return (f"{value} is far above the usual 16-64 (more than {MAX_PLAUSIBLE_RANK} rarely helps and needs much "
+                "more memory)")
+    return None
+
+
+def _lr_warning(value: float, answers: dict) -> str | None:
+    optimizer = answers.get("optimizer_type", "adamw")
+    if optimizer in ("adamw", "adamw8bit") and value > MAX_PLAUSIBLE_ADAMW_LR:
+        return f"{value:g} is very high for AdamW (1e-4 is typical; above {MAX_PLAUSIBLE_ADAMW_LR:g} the sound " \
+               "usually breaks)"
+    return None
+
+
+def planned_steps(answers: dict, config: Config | None = None) -> int | None:
+    """Optimizer steps of the run, from the dataset's size (None while it is unknown)."""
+    import math
+
+    def get(key: str) -> Any:
+        return getattr(config, key) if config is not None else answers.get(key, _field_default(CONFIG_FIELDS[key]))
+
+    folder = get("dataset_dir")
+    try:
+        songs = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))["num_samples"]
+    except (TypeError, OSError, ValueError, KeyError):
+        return None
+    if not isinstance(songs, int) or songs < 1:
+        return None
+    batches = math.ceil(songs / get("batch_size"))
+    return max(batches // get("gradient_accumulation"), 1) * get("epochs")
+
+
+def _warmup_warning(value: int, answers: dict) -> str | None:
+    steps = planned_steps(answers)
+    if steps is not None and value > steps:
+        return f"{value} warm-up steps is longer than the whole run ({steps} optimizer steps): it never reaches " \
+               "the full learning rate"
+    return None
 
 
 def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, Any]]:
     preprocess_first = lambda a: bool(a.get("preprocess"))  # noqa: E731
     tweaks: dict[str, dict[str, Any]] = {
         "checkpoint_dir": {"check": _check_checkpoints},
-        "model_variant": {"asker": pick_model},
+        "model_variant": {"asker": pick_model, "auto": lambda a: _only_model(a) is not None},
         # Asked in basic mode too, but only when the model's config.json cannot answer it.
         "base_model": {"when": needs_base_model, "optional": False, "basic": True},
-        "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset},
-        "audio_dir": {"check": _check_dir}, "dataset_json": {"check": _check_file},
+        "dataset_dir": {"when": lambda a: not a.get("preprocess"), "check": _check_dataset,
+                        "asker": _dataset_asker(command_of)},
+        "audio_dir": {"check": _check_songs, "after": _songs_note}, "dataset_json": {"check": _check_file},
         "resume_from": {"check": _check_dir}, "module_config": {"check": _check_file},
+        "rank": {"warn": _rank_warning}, "lokr_linear_dim": {"warn": _rank_warning},
+        "learning_rate": {"warn": _lr_warning}, "warmup_steps": {"warn": _warmup_warning},
     }
     for name, kinds in option_owners().items():  # a kind's own options: asked only for that kind
-        tweaks[name] = {"when": lambda a, kinds=kinds: _adapter(a) in kinds}
+        tweaks.setdefault(name, {})["when"] = lambda a, kinds=kinds: _adapter(a) in kinds
     for name in PREPROCESS_FIRST:
         tweaks.setdefault(name, {})["when"] = preprocess_first
     return tweaks
@@ -409,13 +650,69 @@ def _training_tweaks(command_of: Callable[[dict], str]) -> dict[str, dict[str, A
 def _build(form: Form, defaults: _Defaults, fixed: dict[str, Any]) -> Callable[[dict], Config]:
     def build(answers: dict) -> Config:
         values = {k: v for k, v in form.answered(answers).items() if k in CONFIG_FIELDS}
+        if answers.get("preprocess") and "preprocess" not in values:  # accepted when songs came as tensors
+            values["preprocess"] = True
         return defaults.base(answers).replace(**values, **fixed)
 
     return build
 
 
+def interrupted_checkpoint(output_dir: Path) -> Path | None:
+    """The last Ctrl-C checkpoint (`checkpoints/step_N`) of a run whose final adapter was not written after it."""
+    from sidestep.train.checkpoints import RUN_FILE
+
+    steps = [p for p in (output_dir / "checkpoints").glob("step_*")
+             if p.name[5:].isdigit() and (p / "training_state.pt").is_file() and (p / RUN_FILE).is_file()]
+    if not steps:
+        return None
+    last = max(steps, key=lambda p: int(p.name[5:]))
+    final = output_dir / RUN_FILE
+    return last if not final.is_file() or final.stat().st_mtime < last.stat().st_mtime else None
+
+
+def _interrupted_runs(session: Session) -> list[Path]:
+    """Ctrl-C checkpoints of this session's last run and of the runs under the output folder."""
+    folders = [Path(session.recent["output_dir"])] if session.recent.get("output_dir") else []
+    root = Path(session.settings.output_root)
+    if root.is_dir():
+        folders += sorted(p for p in root.iterdir() if p.is_dir())
+    found = []
+    for folder in folders:
+        checkpoint = interrupted_checkpoint(folder)
+        if checkpoint is not None and checkpoint.resolve() not in [c.resolve() for c in found]:
+            found.append(checkpoint)
+    return found
+
+
+def offer_resume(session: Session, adapter: str | None = None) -> bool:
+    """"Resume the interrupted run?" for each Ctrl-C checkpoint found; True when one was resumed."""
+    from sidestep.train.checkpoints import RUN_FILE
+
+    for checkpoint in _interrupted_runs(session):
+        try:
+            saved = json.loads((checkpoint / RUN_FILE).read_text(encoding="utf-8"))
+            config = Config.from_dict(saved["config"], str(checkpoint / RUN_FILE)).replace(
+                resume_from=str(checkpoint))
+            mode = saved["training"]["mode"]
+        except (OSError, ValueError, KeyError, TypeError, SidestepError):
+            continue  # not ours to resume: train afresh
+        if adapter is not None and config.adapter_type != adapter:
+            continue
+        output = checkpoint.parent.parent
+        if not session.prompter.confirm(f"Resume the interrupted run in {output} (stopped at "
+                                        f"{checkpoint.name.replace('_', ' ')})?"):
+            return False
+        session.prompter.say("Same run from the command line:", "dim")
+        session.prompter.console.print(cli_line(config, mode), markup=False, highlight=False, soft_wrap=True)
+        execute(session, mode, config)
+        return True
+    return False
+
+
 def train_flow(session: Session, adapter: str, seed: dict[str, Any] | None = None) -> None:
     """Train a LoRA or a LoKR: corrected/vanilla, basic/advanced, optional preset, then the options."""
+    if seed is None and offer_resume(session, adapter):
+        return
     command_of = lambda a: a.get("_mode", "fixed")  # noqa: E731
     mode = Question("_mode", "Training type", choices=("fixed", "vanilla"), labels=MODE_LABELS)
     steps = [_setup_questions(session, [mode]), Step("Preset", [_preset_question()]),
@@ -439,32 +736,123 @@ def selective_flow(session: Session, seed: dict[str, Any] | None = None) -> None
 
 
 def _run_training(session: Session, steps: list[Step], command_of, fixed: dict, seed: dict | None) -> None:
-    answers = {**(seed or {}), **fixed}
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
+    form, answers = _form(session, steps, defaults, seed)
+    answers.update(fixed)
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
-    config = review(session, form, answers, _build(form, defaults, fixed), command_of, "training", True)
-    if config is not None:
+
+    def run(config: Config) -> int:
         _note_preset_adapter(session, answers, defaults, fixed)
-        if execute(session, command_of(answers), config) == 0:
-            _offer_generate(session, config)
+        return execute(session, command_of(answers), config)
+
+    done = run_reviewed(session, form, answers, _build(form, defaults, fixed), command_of, "training", run, True)
+    if done is not None and done[1] == 0:
+        _offer_generate(session, done[0])
 
 
 def _offer_generate(session: Session, config: Config) -> None:
     """After training: hear the adapter right away (train.py generate on the output folder)."""
-    prompter = session.prompter
     try:
-        if not prompter.confirm("Generate a short song with the new adapter?", default=False):
+        if not session.prompter.confirm("Generate a short song with the new adapter?", default=False):
             return
-        prompt = prompter.ask(Question("prompt", "Prompt (style, genre, instruments; put your trigger tag in)"),
-                              "", {})
-        seconds = prompter.ask(Question("duration", "Seconds of audio", kind=float), 20.0, {})
     except GoBack:
         return
-    out = Path(config.output_dir) / "generated.wav"
-    execute(session, "generate", config, gen_prompt=prompt, gen_lyrics=None, gen_duration=seconds,
-            gen_adapter=config.output_dir, gen_strength=1.0, gen_out=str(out), gen_steps=None, gen_shift=None,
-            gen_guidance=None)
+    generate_flow(session, {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,
+                            "device": config.device, "adapter": config.output_dir})
+
+
+def _players() -> list[str]:
+    import shutil
+
+    return [p for p in ("afplay", "paplay", "aplay", "ffplay", "xdg-open") if shutil.which(p)]
+
+
+def _generate_problem(rule: Callable[[Any], str | None]) -> Callable[[Any, dict], str | None]:
+    return lambda value, _: rule(value)
+
+
+def generate_flow(session: Session, seed: dict[str, Any] | None = None) -> None:
+    """Generate: a song from a prompt, with an adapter (prefilled with its trigger tag) or the base model."""
+    from sidestep.cli import generate_cmd as gen
+
+    seed = dict(seed or {})
+    last = seed.get("adapter") or session.recent.get("output_dir")
+    known = lambda key: key not in seed  # noqa: E731 (carried over from the flow before: not asked again)
+
+    def trigger(answers: dict) -> str | None:
+        return gen.trigger_tag(Path(answers["adapter"])) if answers.get("adapter") else None
+
+    def out_default(answers: dict) -> str:
+        folder = Path(answers["adapter"]) if answers.get("adapter") else Path(session.settings.output_root)
+        return _unused(folder / "generated.wav")
+
+    fields = {name: CONFIG_FIELDS[name] for name in ("checkpoint_dir", "model_variant")}
+    steps = [Step("Model", [
+        Question("checkpoint_dir", f"checkpoint-dir: {fields['checkpoint_dir'].metadata['help']}", path=True,
+                 check=_check_checkpoints, help=HELP.get("checkpoint_dir", ""), when=lambda a: known("checkpoint_dir")),
+        Question("model_variant", "Model", asker=pick_model,
+                 when=lambda a: known("model_variant") and len(_models(a["checkpoint_dir"])) > 1),
+        Question("adapter", "Adapter folder (a training output folder; '-' for none: the base model plays)",
+                 optional=True, path=True, check=_generate_problem(gen.adapter_problem),
+                 when=lambda a: known("adapter"),
+                 help="The folder a training run wrote (adapter files + sidestep_run.json); without one you hear "
+                      "the base model, which is useful to compare.")]),
+        Step("Song", [
+            Question("prompt", "Prompt (style, genre, instruments)", check=_generate_problem(gen.prompt_problem),
+                     help="A caption like those in your dataset, e.g. 'lofi hip hop, warm piano, vinyl crackle'; "
+                          "keep the adapter's trigger tag in it to call up what it learned."),
+            Question("duration", "Seconds of audio", kind=float, check=_generate_problem(gen.duration_problem),
+                     help="10-30 s is enough to judge an adapter; longer takes proportionally longer."),
+            Question("out", "Write the song to (a .wav file)", path=True, check=_generate_problem(gen.out_problem))])]
+
+    def default_for(key: str, answers: dict) -> Any:
+        if key == "checkpoint_dir":
+            return session.settings.checkpoint_dir
+        if key == "model_variant":
+            return "turbo"
+        if key == "adapter":
+            return last
+        if key == "prompt":
+            tag = trigger(answers)
+            return f"{tag}, " if tag else None
+        if key == "duration":
+            return 20.0
+        return out_default(answers)
+
+    answers = dict(seed)
+    form = Form(session.prompter, steps, default_for)
+    while True:
+        form.run(answers)
+        tag = trigger(answers)
+        if tag and tag.lower() not in answers["prompt"].lower():
+            session.prompter.say(f"  note: the adapter's trigger tag '{tag}' is not in the prompt", "yellow")
+        if answers.get("model_variant") is None:  # one model only: nothing to choose
+            answers["model_variant"] = variant_name(_models(answers["checkpoint_dir"])[0])
+        config = Config(checkpoint_dir=answers["checkpoint_dir"], model_variant=answers["model_variant"],
+                        device=answers.get("device", "auto"))
+        try:
+            if session.prompter.confirm("Generate?"):
+                break
+            return
+        except GoBack:
+            form.back()
+    out = str(Path(answers["out"]).resolve())
+    execute(session, "generate", config, gen_prompt=answers["prompt"], gen_lyrics=None,
+            gen_duration=answers["duration"], gen_adapter=answers.get("adapter"), gen_strength=1.0, gen_out=out,
+            gen_steps=None, gen_shift=None, gen_guidance=None)
+    if session.dry_run is not None or not Path(out).is_file():
+        return
+    # a path is never broken into lines: it can be copied whole at any width
+    session.prompter.console.print(f"The song: {out}", markup=False, highlight=False, soft_wrap=True)
+    players = _players()
+    try:
+        if players and session.prompter.confirm(f"Play it ({players[0]})?", default=False):
+            import subprocess
+
+            subprocess.run([players[0], out], check=False, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    except GoBack:
+        return
 
 
 def _note_preset_adapter(session: Session, answers: dict, defaults: _Defaults, fixed: dict) -> None:
@@ -483,14 +871,12 @@ def preprocess_flow(session: Session) -> None:
     tweaks["base_model"]["when"] = lambda a: False  # preprocessing does not sample timesteps
     steps = [_setup_questions(session, []), *config_steps(command_of, skip=("demo_dir",), tweaks=tweaks)]
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
-    answers: dict[str, Any] = {}
+    form, answers = _form(session, steps, defaults)
     session.prompter.say("Type b to go back, ? for help, Ctrl-C to return to the main menu.", "dim")
-    config = review(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing")
-    if config is None:
-        return
-    execute(session, "preprocess", config)
-    _offer_training(session, config)
+    done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "preprocessing",
+                        lambda config: execute(session, "preprocess", config))
+    if done is not None:
+        _offer_training(session, done[0])
 
 
 def _offer_training(session: Session, config: Config) -> None:
@@ -512,12 +898,12 @@ def estimate_flow(session: Session) -> None:
     steps = [_setup_questions(session, []),
              *config_steps(command_of, skip=("demo_dir",), tweaks=_training_tweaks(command_of))]
     defaults = _Defaults(session)
-    form = Form(session.prompter, steps, defaults)
-    answers: dict[str, Any] = {}
-    config = review(session, form, answers, _build(form, defaults, {}), command_of, "the estimate")
-    if config is None:
+    form, answers = _form(session, steps, defaults)
+    done = run_reviewed(session, form, answers, _build(form, defaults, {}), command_of, "the estimate",
+                        lambda config: execute(session, "estimate", config))
+    if done is None:
         return
-    execute(session, "estimate", config)
+    config = done[0]
     try:
         if session.prompter.confirm(f"Train selectively on {config.output} now?", default=False):
             selective_flow(session, {"checkpoint_dir": config.checkpoint_dir, "model_variant": config.model_variant,

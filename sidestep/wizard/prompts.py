@@ -42,6 +42,9 @@ class Question:
     when: Callable[[dict], bool] | None = None
     check: Callable[[Any, dict], str | None] | None = None  # None when fine, else what is wrong
     asker: Callable[["Prompter", "Question", Any, dict], Any] | None = None  # a custom prompt (model picker)
+    after: Callable[["Prompter", Any], None] | None = None  # says what an accepted answer found ("12 songs")
+    warn: Callable[[Any, dict], str | None] | None = None  # valid but implausible: said, then confirmed
+    auto: Callable[[dict], bool] | None = None  # answered without asking (one model): `b` passes over it
 
     def active(self, answers: dict) -> bool:
         return self.when is None or bool(self.when(answers))
@@ -169,10 +172,18 @@ class Prompter:
             value = q.kind(answer)
         except ValueError:
             raise ValueError(f"expected {'a whole number' if q.kind is int else 'a number'}, got '{answer}'") from None
-        problem = field_problem(q.config_field, value) if q.config_field is not None else None
-        if problem:
-            raise ValueError(problem)
         return value
+
+    @staticmethod
+    def problem(q: Question, value: Any, answers: dict) -> str | None:
+        """The CLI's own rule for the field (choices, bounds, `check` in its metadata), then the question's check."""
+        if value is None:
+            return None
+        if q.config_field is not None:
+            problem = field_problem(q.config_field, value)
+            if problem:
+                return problem
+        return q.check(value, answers) if q.check is not None else None
 
     def ask(self, q: Question, default: Any, answers: dict) -> Any:
         """Ask until the answer is valid; `b` raises GoBack."""
@@ -187,10 +198,18 @@ class Prompter:
                 continue
             try:
                 value = self.parse(q, answer, default)
-                problem = q.check(value, answers) if q.check is not None and value is not None else None
+                problem = self.problem(q, value, answers)
             except ValueError as err:
                 problem = str(err)
+            if problem is None and q.warn is not None and value is not None and value != default:
+                warning = q.warn(value, answers)
+                if warning:
+                    self.say(f"    {warning}", "yellow")
+                    if not self.confirm("Keep it?", default=False):
+                        continue
             if problem is None:
+                if q.after is not None and value is not None:
+                    q.after(self, value)
                 return value
             self.say(f"    {problem}", "red")
 
@@ -206,27 +225,40 @@ class Prompter:
 class Form:
     """Walks steps of questions with `[Step i/N]` headers; `b` goes back to the previous answered question."""
 
-    def __init__(self, prompter: Prompter, steps: list[Step], default_for: Callable[[str, dict], Any]):
+    def __init__(self, prompter: Prompter, steps: list[Step], default_for: Callable[[str, dict], Any],
+                 validate: Callable[[Question, Any, dict], str | None] | None = None):
         self.prompter, self.steps, self.default_for = prompter, steps, default_for
+        self.validate = validate  # answers together (a combination of options): a problem re-asks the question
         self.flat = [(step, q) for step in steps for q in step.questions]
         self.history: list[int] = []
         self.index = 0
+        self.only: int | None = None  # revisit: ask this question again, keep every other answer
+        self.forced: set[str] = set()  # revisited questions basic mode would skip: asked and kept all the same
+        self.given: set[str] = set()  # known from the flow before (chained flows): not asked unless revisited
+        self.fill_until = -1  # filling questions a later answer made needed: answered ones up to here are kept
+        self.answers: dict = {}
 
     def questions(self) -> list[Question]:
         return [q for _, q in self.flat]
 
     def _header(self, step: Step, answers: dict) -> None:
-        active = [s for s in self.steps if any(q.active(answers) for q in s.questions)]
+        active = [s for s in self.steps if any(self._active(q, answers) for q in s.questions)]
         number = active.index(step) + 1 if step in active else len(active)
         title = step.title(answers) if callable(step.title) else step.title
         self.prompter.header(f"[Step {number}/{len(active)}] {title}")
 
     def run(self, answers: dict) -> dict:
         """Ask every active question not yet asked; the answers dict is filled in place and returned."""
+        self.answers = answers
         shown: Step | None = None
         while self.index < len(self.flat):
             step, q = self.flat[self.index]
-            if not q.active(answers):
+            kept = (self.only is not None and self.index != self.only and q.key in answers) or \
+                (q.key in self.given and q.key in answers and self.index != self.only) or \
+                (self.index <= self.fill_until and q.key in answers)
+            if not self._active(q, answers) or kept:
+                if kept and self._active(q, answers):
+                    self.history.append(self.index)
                 self.index += 1
                 continue
             if step is not shown:
@@ -234,20 +266,52 @@ class Form:
                 shown = step
             default = answers[q.key] if q.key in answers else self.default_for(q.key, answers)
             try:
-                answers[q.key] = self.prompter.ask(q, default, answers)
+                value = self.prompter.ask(q, default, answers)
             except GoBack:
+                self.only = None
                 self.back()
                 continue
+            problem = self.validate(q, value, answers) if self.validate is not None else None
+            if problem:
+                self.prompter.say(f"    {problem}", "red")
+                continue
+            answers[q.key] = value
             self.history.append(self.index)
             self.index += 1
+            gaps = [i for i in range(self.index - 1) if self._active(self.flat[i][1], answers)
+                    and self.flat[i][1].key not in answers]
+            if gaps:  # this answer needs earlier questions (songs given as tensors: preprocess first)
+                self.fill_until = max(self.fill_until, self.index - 1)
+                self.history = [i for i in self.history if i < gaps[0]]
+                self.index = gaps[0]
+        self.only = None
         return answers
+
+    def revisit(self, key: str) -> bool:
+        """Ask question `key` again on the next run, keeping every other answer; False when no such question."""
+        found = [i for i, (_, q) in enumerate(self.flat) if q.key == key]
+        if not found:
+            return False
+        self.index = self.only = found[0]
+        self.history = [i for i in self.history if i < found[0]]
+        self.forced.add(key)
+        return True
+
+    def _active(self, q: Question, answers: dict) -> bool:
+        return q.active(answers) or q.key in self.forced
 
     def back(self) -> None:
         """Step back to the last answered question; at the first one the GoBack leaves the form."""
-        if not self.history:
-            raise GoBack
-        self.index = self.history.pop()
+        while True:
+            if not self.history:
+                raise GoBack
+            self.index = self.history.pop()
+            q = self.flat[self.index][1]
+            # an answer nobody typed (the only model), or a question no longer asked, is passed over
+            if self._active(q, self.answers) and (q.auto is None or not q.auto(self.answers)):
+                break
+        self.fill_until = -1
 
     def answered(self, answers: dict) -> dict:
         """The answers of the questions that apply to the final answers (a switched-off branch is dropped)."""
-        return {q.key: answers[q.key] for q in self.questions() if q.key in answers and q.active(answers)}
+        return {q.key: answers[q.key] for q in self.questions() if q.key in answers and self._active(q, answers)}

@@ -27,7 +27,7 @@ def test_no_manifest_trains_on_every_sample_file(tiny_root_readonly, tmp_path):
     (dataset / "manifest.json").unlink()
     code, text = _train(tiny_root_readonly, dataset, tmp_path / "out")
     assert code == 0, text
-    assert "Training complete: 1 epochs, 3 optimizer steps" in text
+    assert "Training complete: 1 epoch, 3 optimizer steps" in text
 
 
 def test_no_manifest_and_no_samples_fails_with_exit_3(tiny_root_readonly, tmp_path, out):

@@ -161,7 +161,7 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_exits_143(tiny_root_r
         assert not (out / LOCK_NAME).exists() or proc.returncode == -signal.SIGTERM
         return
     assert proc.returncode == 143, text
-    assert "terminated (SIGTERM)" in text
+    assert "(terminated by SIGTERM)" in text
     command = next(l.strip() for l in text.splitlines() if l.strip().startswith("python train.py fixed"))
     ckpt = Path(command.split("--resume-from ")[1].split()[0])
     assert (ckpt / "training_state.pt").is_file()
