@@ -73,3 +73,26 @@ def LokrAdapter(decoder, modules, linear_dim, linear_alpha, factor=-1,  # noqa: 
     return Lokr(decoder, modules, dict(linear_dim=linear_dim, linear_alpha=linear_alpha, factor=factor,
                                        decompose_both=decompose_both, use_tucker=use_tucker, use_scalar=use_scalar,
                                        weight_decompose=weight_decompose))
+
+
+class OfficialNames(torch.nn.Module):
+    """ACE-Step's reference module names (layers.i.self_attn.q_proj, ...) over a diffusers decoder's own Linear
+    objects: what PEFT sees when it loads an adapter onto ACE-Step's decoder."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.layers = torch.nn.ModuleList()
+        for layer in decoder.layers:
+            block = torch.nn.Module()
+            for kind in ("self_attn", "cross_attn"):
+                attn, view = getattr(layer, kind), torch.nn.Module()
+                view.q_proj, view.k_proj, view.v_proj, view.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
+                setattr(block, kind, view)
+            self.layers.append(block)
+
+    def put_back(self, decoder):
+        """The (now wrapped) modules back into the diffusers decoder."""
+        for layer, block in zip(decoder.layers, self.layers):
+            for kind in ("self_attn", "cross_attn"):
+                attn, view = getattr(layer, kind), getattr(block, kind)
+                attn.to_q, attn.to_k, attn.to_v, attn.to_out[0] = view.q_proj, view.k_proj, view.v_proj, view.o_proj

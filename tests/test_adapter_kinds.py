@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from helpers import write_tensor_dataset
+from helpers import OfficialNames, write_tensor_dataset
 from sidestep.adapters import KINDS, find_kind, load_adapter, option_owners, resume_options
 from sidestep.cli.main import main
 from sidestep.config import Config
@@ -117,28 +117,6 @@ def _run(decoder):
         return decoder.eval()(**_inputs()).sample
 
 
-class _OfficialNames(torch.nn.Module):
-    """ACE-Step's module names over the decoder's own Linear objects (as ACE-Step's decoder names them)."""
-
-    def __init__(self, decoder):
-        super().__init__()
-        self.layers = torch.nn.ModuleList()
-        for layer in decoder.layers:
-            block = torch.nn.Module()
-            for kind in ("self_attn", "cross_attn"):
-                attn, view = getattr(layer, kind), torch.nn.Module()
-                view.q_proj, view.k_proj, view.v_proj, view.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
-                setattr(block, kind, view)
-            self.layers.append(block)
-
-    def put_back(self, decoder):
-        """The (now wrapped) modules back into the diffusers decoder."""
-        for layer, block in zip(decoder.layers, self.layers):
-            for kind in ("self_attn", "cross_attn"):
-                attn, view = getattr(layer, kind), getattr(block, kind)
-                attn.to_q, attn.to_k, attn.to_v, attn.to_out[0] = view.q_proj, view.k_proj, view.v_proj, view.o_proj
-
-
 def test_dora_folder_is_aces_peft_layout_with_magnitudes(trained):
     folder = trained["dora"]
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -167,7 +145,7 @@ def test_dora_reloads_in_peft_and_diffusers_to_our_outputs(trained, tiny_root_re
         assert (ours - base).abs().max() > 1e-3
 
         decoder = _decoder(tiny_root_readonly)  # PEFT's own loader on ACE-Step's module names
-        view = _OfficialNames(decoder)
+        view = OfficialNames(decoder)
         PeftModel.from_pretrained(view, str(folder))
         view.put_back(decoder)
         assert (_run(decoder) - ours).abs().max() <= 1e-5
@@ -194,7 +172,7 @@ def test_lycoris_kinds_reload_with_lycoris_own_loader(trained, tiny_root_readonl
     assert json.loads(meta[f"{kind}_config"])["target_modules"] == ["o_proj", "q_proj"]
     assert (folder / f"{kind}_config.json").is_file()
     decoder = _decoder(tiny_root_readonly)
-    network, _ = create_lycoris_from_weights(1.0, str(path), _OfficialNames(decoder))
+    network, _ = create_lycoris_from_weights(1.0, str(path), OfficialNames(decoder))
     network.apply_to()
     network.load_state_dict(load_file(path))
     assert len(network.loras) == 16
@@ -351,7 +329,7 @@ def test_comfyui_alpha_follows_peft_matching_of_patterns_and_rslora(trained, tmp
 
     decoder = load_dit(Path(json.loads((folder / "sidestep_run.json").read_text())["config"]["checkpoint_dir"])
                        / "acestep-v15-turbo").transformer
-    view = _OfficialNames(decoder)
+    view = OfficialNames(decoder)
     PeftModel.from_pretrained(view, str(folder))
     scales = {name: m.scaling["default"] for name, m in view.named_modules() if isinstance(m, LoraLayer)}
     assert len(scales) == 16 and len(set(scales.values())) == 3  # three different scales: the patterns matter

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from helpers import comfyui_to_side_step, write_tensor_dataset
+from helpers import OfficialNames, comfyui_to_side_step, write_tensor_dataset
 from sidestep.cli.main import main
 from sidestep.config import Config
 from sidestep.errors import SidestepError
@@ -87,21 +87,6 @@ def test_lora_header_carries_alpha_for_diffusers(trained):
     assert sorted(config["target_modules"]) == ["o_proj", "q_proj"] and config["r"] == 4
 
 
-class _OfficialNames(torch.nn.Module):
-    """ACE-Step's module names over the same Linear objects, as ACE-Step's own decoder names them."""
-
-    def __init__(self, decoder):
-        super().__init__()
-        self.layers = torch.nn.ModuleList()
-        for layer in decoder.layers:
-            block = torch.nn.Module()
-            for kind in ("self_attn", "cross_attn"):
-                attn, view = getattr(layer, kind), torch.nn.Module()
-                view.q_proj, view.k_proj, view.v_proj, view.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
-                setattr(block, kind, view)
-            self.layers.append(block)
-
-
 def test_lokr_reloads_with_lycoris_own_loader(trained, tiny_root_readonly):
     from lycoris import create_lycoris_from_weights
 
@@ -113,7 +98,7 @@ def test_lokr_reloads_with_lycoris_own_loader(trained, tiny_root_readonly):
     assert json.loads(meta["lokr_config"])["target_modules"] == ["o_proj", "q_proj"]
     assert json.loads((out / "lokr_config.json").read_text())["linear_dim"] == 4
     decoder = load_dit(tiny_root_readonly / "acestep-v15-turbo").transformer
-    network, _ = create_lycoris_from_weights(1.0, str(path), _OfficialNames(decoder))
+    network, _ = create_lycoris_from_weights(1.0, str(path), OfficialNames(decoder))
     network.apply_to()
     network.load_state_dict(load_file(path))
     assert len(network.loras) == 16

@@ -13,7 +13,7 @@ import pytest
 import soundfile
 import torch
 
-from helpers import write_tensor_dataset
+from helpers import OfficialNames, write_tensor_dataset
 from sidestep.config import Config
 from sidestep.data.manifest import check_made_for, read_manifest
 from sidestep.errors import SidestepError
@@ -268,22 +268,6 @@ def test_released_xl_adapters_have_256_modules():
     assert len(lokr.network.loras) == 256
 
 
-
-class _OfficialNames(torch.nn.Module):
-    """ACE-Step's reference module names (layers.i.self_attn.q_proj, ...) over the decoder's own Linear objects."""
-
-    def __init__(self, decoder):
-        super().__init__()
-        self.layers = torch.nn.ModuleList()
-        for layer in decoder.layers:
-            block = torch.nn.Module()
-            for kind in ("self_attn", "cross_attn"):
-                attn, view = getattr(layer, kind), torch.nn.Module()
-                view.q_proj, view.k_proj, view.v_proj, view.o_proj = attn.to_q, attn.to_k, attn.to_v, attn.to_out[0]
-                setattr(block, kind, view)
-            self.layers.append(block)
-
-
 def _ours(root, folder):
     from sidestep.adapters import load_adapter
 
@@ -306,7 +290,7 @@ def test_xl_lora_loads_in_reference_peft_layout_and_diffusers_with_the_same_outp
 
     # ACE-Step's way: PeftModel.from_pretrained on the reference names, reading adapter_config.json
     decoder = _xl_decoder(xl_root_readonly)
-    view = _OfficialNames(decoder)
+    view = OfficialNames(decoder)
     peft = PeftModel.from_pretrained(view, str(folder))
     assert len([m for m in peft.modules() if hasattr(m, "lora_A")]) == 32  # 8 per layer, 4 layers
     for layer, block in zip(decoder.layers, view.layers):  # PEFT swapped the view's modules: run them in place
@@ -335,7 +319,7 @@ def test_xl_lokr_reloads_with_lycoris_own_loader(xl_trained, xl_root_readonly):
 
     path = xl_trained["fixed", "lokr"].output_dir / "lokr_weights.safetensors"
     decoder = _xl_decoder(xl_root_readonly)
-    network, _ = create_lycoris_from_weights(1.0, str(path), _OfficialNames(decoder))
+    network, _ = create_lycoris_from_weights(1.0, str(path), OfficialNames(decoder))
     network.apply_to()
     network.load_state_dict(load_file(path))
     assert len(network.loras) == 32
