@@ -135,13 +135,14 @@ def _sample_width(path: Path) -> int | None:
         return None
 
 
-def check_made_for(manifest: Manifest, model: Any) -> None:
+def check_made_for(manifest: Manifest, model: Any, recorded_only: bool = False) -> None:
     """Refuse tensors preprocessed for another model family, or at another condition width.
 
     `model` is a discovery `ModelEntry` (its name, family and encoder_width). XL's condition encoder
     has 2B's width (2048) but other weights, so the family recorded in the manifest is what tells
     them apart; a dataset without that record has its first sample's `encoder_hidden_states` width
-    compared with the model's (docs/design.md §2.4, §5.6).
+    compared with the model's (docs/design.md §2.4, §5.6); `recorded_only` skips that comparison (before
+    the model's weights have shown that its config.json can be trusted).
     """
     fix = (f"rerun train.py preprocess with --model-variant {model.name} into a new --tensor-output folder "
            "and train on that")
@@ -150,6 +151,8 @@ def check_made_for(manifest: Manifest, model: Any) -> None:
         raise SidestepError(f"{manifest.folder}: preprocessed with {made_with} (ACE-Step {manifest.family}), "
                             f"cannot train {model.name} (ACE-Step {model.family}); {fix}")
     width, source = manifest.encoder_width, "its manifest records"
+    if width is None and recorded_only:
+        return
     if width is None:
         paths = manifest.files()
         width, source = (_sample_width(paths[0]) if paths else None), f"{paths[0].name if paths else ''} holds"
