@@ -67,12 +67,14 @@ def target_modules_problem(value: list[str]) -> str | None:
     return f"unknown projection {unknown[0]!r}; use {' '.join(PROJECTIONS)}" if unknown else None
 
 
+# Rules across options that a lower package owns (the adapter kinds: which of them train on a 4-bit base) are
+# registered here by that package when it is imported, so Config checks them without importing it.
+COMBINATION_RULES: list[Callable[["Config"], str | None]] = []
+
+
 def combination_problem(config: "Config") -> str | None:
     """Options that are each valid but do not go together, as a one-line error naming the flag to change."""
-    if config.quantize_base != "none" and config.adapter_type != "lora":
-        return (f"--quantize-base {config.quantize_base} works with --adapter-type lora only (PEFT knows 4-bit base "
-                "layers; LyCORIS does not); use --quantize-base none")
-    return None
+    return next((problem for rule in COMBINATION_RULES if (problem := rule(config))), None)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """settings.json: where it lives (XDG), validation, the first-run walkthrough and the Settings menu."""
 
 import json
+import re
 
 import pytest
 
@@ -60,20 +61,22 @@ def test_first_run_walkthrough_then_settings_menu(tmp_path, tiny_root_readonly):
     finally:
         w.close()
     path = settings_file(home)
-    assert json.loads(path.read_text()) == {"checkpoint_dir": str(tiny_root_readonly), "output_root": "runs",
-                                            "mode": "advanced"}
+    # the output root is kept absolute: the same folder whichever folder the wizard starts in next time
+    assert json.loads(path.read_text()) == {"checkpoint_dir": str(tiny_root_readonly),
+                                            "output_root": str((tmp_path / "runs").resolve()), "mode": "advanced"}
 
     w = Wizard(tmp_path, env)  # a later session: no setup, the saved values are the defaults
     try:
-        main_menu(w, "6")
-        w.expect(r"output root +\S* *runs")
+        main_menu(w, "settings")
+        w.expect(r"output root[^\n]* " + re.escape(str((tmp_path / "runs").resolve())) + " ")
         w.answer(r"What would you like to change\?\n(?:.*\n)*  Choose 1-4 \[4\]: $", "3")
         w.answer(r"Default wizard mode:\n(?:.*\n)*  Choose 1-2 \[2\]: $", "basic")
         w.expect(r"Saved to " + str(path))
         w.answer(r"Choose 1-4 \[4\]: $", "")
-        main_menu(w, "1")  # the training flow starts from the saved mode
+        main_menu(w, "1")  # the training flow uses the saved mode: said, not asked
+        w.expect(r"Wizard mode: basic \(change it in Settings\)\.")
         w.answer(r"Training type:\n(?:.*\n)*  Choose 1-2 \[1\]: $", "")
-        w.expect(r"Wizard mode:\n(?:.*\n)*  Choose 1-2 \[1\]: $")
+        w.expect(r"Start from a preset:\n(?:.*\n)*  Choose 1-\d+ \[1\]: $")
         w.ctrl_c()
         quit_wizard(w)
         assert "First-time setup" not in w.text

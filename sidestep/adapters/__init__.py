@@ -17,6 +17,7 @@ from sidestep.adapters.loha import Loha
 from sidestep.adapters.lokr import Lokr
 from sidestep.adapters.lora import Lora
 from sidestep.adapters.oft import Oft
+from sidestep.config import COMBINATION_RULES
 from sidestep.errors import SidestepError
 
 KINDS: dict[str, type[Adapter]] = {k.name: k for k in (Lora, Dora, Lokr, Loha, Oft)}
@@ -26,6 +27,18 @@ SHARED_RESUME_OPTIONS = ("adapter_type", "attention_type", "target_modules")
 __all__ = ["Adapter", "KINDS", "attached", "build_adapter", "candidate_modules", "decoder_param_to_official",
            "find_kind", "init_adapter", "kind", "load_adapter", "resume_options", "select_target_modules",
            "short_target_names"]
+
+
+def _quantized_base_rule(config) -> str | None:
+    """--quantize-base needs a kind that trains on 4-bit base layers (checked by Config, see COMBINATION_RULES)."""
+    if config.quantize_base == "none" or kind(config.adapter_type).quantized_base:
+        return None
+    able = ", ".join(k.name for k in KINDS.values() if k.quantized_base)
+    return (f"--quantize-base {config.quantize_base} works with --adapter-type {able} only (PEFT LoRA knows 4-bit "
+            f"base layers; {kind(config.adapter_type).label} does not); use --quantize-base none")
+
+
+COMBINATION_RULES.append(_quantized_base_rule)
 
 
 def kind(name: str) -> type[Adapter]:

@@ -104,7 +104,7 @@ def base_decoder(folder: Path) -> torch.nn.Module:
     try:
         saved = json.loads(run.read_text(encoding="utf-8"))
         root, variant = saved["config"]["checkpoint_dir"], saved["inference"]["model_variant"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         raise SidestepError(f"{run}: missing or unreadable; this export needs the base model the adapter was "
                             "trained on, which Side-Step's run file names") from None
     try:

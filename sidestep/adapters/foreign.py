@@ -69,7 +69,7 @@ def read_adapter(path: str | Path, decoder: torch.nn.Module, kinds: dict[str, ty
         with safe_open(str(file), "pt") as f:
             header = dict(f.metadata() or {})
         tensors = load_file(file)
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, ValueError, RecursionError) as err:
         raise SidestepError(f"{file}: not a readable safetensors file ({err}); pass an adapter file") from None
     if not tensors:
         raise SidestepError(f"{file}: holds no tensors; pass an adapter file")
@@ -117,13 +117,18 @@ def _header_config(file: Path, header: dict[str, str]) -> dict[str, Any]:
     beside = file.parent / "adapter_config.json"
     if beside.is_file():
         try:
-            return json.loads(beside.read_text(encoding="utf-8"))
-        except ValueError:
+            config = json.loads(beside.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):
             raise SidestepError(f"{beside}: not valid JSON; fix or remove it") from None
+        if not isinstance(config, dict):
+            raise SidestepError(f"{beside}: not a PEFT adapter config (a JSON object); fix or remove it")
+        return config
     if "lora_adapter_metadata" in header:
         try:
             meta = json.loads(header["lora_adapter_metadata"])
-        except ValueError:
+            if not isinstance(meta, dict):
+                raise ValueError
+        except (ValueError, RecursionError):
             raise SidestepError(f"{file}: its lora_adapter_metadata header is not valid JSON") from None
         return {k.split(".", 1)[1]: v for k, v in meta.items() if k.startswith("transformer.")}
     return {}
@@ -200,7 +205,13 @@ def _lycoris(file: Path, header: dict, tensors: dict[str, torch.Tensor], officia
         raise SidestepError(f"{file}: a ComfyUI export of a weight-decomposed {kind.label}, whose .dora_scale only "
                             "ComfyUI reads right; load the Side-Step folder it was exported from")
     if f"{kind.name}_config" in header:  # written by Side-Step (also its ComfyUI export)
-        config = json.loads(header[f"{kind.name}_config"])
+        try:
+            config = json.loads(header[f"{kind.name}_config"])
+            if not isinstance(config, dict):
+                raise ValueError
+        except (ValueError, RecursionError):
+            raise SidestepError(f"{file}: its {kind.name}_config header is not a JSON object; export the adapter "
+                                "again") from None
     else:
         config = _infer_settings(kind.name, tensors, file)
     tensors = dict(tensors)

@@ -112,7 +112,7 @@ class LycorisAdapter(Adapter):
             meta = f.metadata() or {}
         try:
             return json.loads(meta[f"{cls.name}_config"]), path
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, RecursionError):
             raise SidestepError(f"{path}: no '{cls.name}_config' header entry; not a {cls.label} file Side-Step "
                                 "wrote") from None
 

@@ -91,7 +91,7 @@ class PeftAdapter(Adapter):
     def _config_in(cls, folder: Path) -> dict | None:
         try:
             config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         return config if isinstance(config, dict) else None
 

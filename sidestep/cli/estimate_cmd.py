@@ -17,6 +17,8 @@ def run_estimate(config: Config, args: argparse.Namespace) -> int:
 
     check_output_file(config.output, "--output", input_folders=[("--dataset-dir", config.dataset_dir),
                                                               ("--checkpoint-dir", config.checkpoint_dir)])
+    get_console().print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) and the dataset "
+                        "...", highlight=False, soft_wrap=True)
     result = estimate(config)
     table = Table(title=f"Top {len(result.top_k)} of {len(result.scores)} modules by gradient sensitivity")
     for col in ("rank", "module", "score"):
@@ -31,24 +33,13 @@ def run_estimate(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_selective(config: Config, args: argparse.Namespace) -> int:
-    from sidestep.cli.train_cmd import check_train_outputs, confirm, maybe_preprocess, print_result
+    from sidestep.cli.train_cmd import train_command
     from sidestep.estimate.sensitivity import read_module_config
-    from sidestep.train.recipe import train
 
     if not config.module_config:
         raise SidestepError("selective: pass --module-config (the JSON train.py estimate wrote)")
-    check_train_outputs(config)
     top, _ = read_module_config(config.module_config)
-    from contextlib import nullcontext
-
-    from sidestep.lock import run_lock
-
-    with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
-        config = maybe_preprocess(config)
-        confirm(config, "selective", args)
-        result = train(config, "fixed", only_modules=top)
-    print_result(result, config)
-    return 0
+    return train_command(config, args, "fixed", shown_as="selective", only_modules=top)
 
 
 def compare_arguments(parser: argparse.ArgumentParser) -> None:

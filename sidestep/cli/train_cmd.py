@@ -209,24 +209,28 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
     get_console().print(table)
 
 
-def run_training(mode: str):
-    def run(config: Config, args: argparse.Namespace) -> int:
-        if config.fit_memory > 0:
-            config = fit_memory(config, show_table=config.dry_run)
-        if config.dry_run:
-            print_forecast(config)
-            return 0
-        check_train_outputs(config)
-        with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
-            config = maybe_preprocess(config)
-            confirm(config, mode, args)
-            # importing torch and loading the model take seconds: say so before the silence
-            get_console().print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) and "
-                                "the dataset ...", highlight=False, soft_wrap=True)
-            from sidestep.train.recipe import train
-
-            result = train(config, mode)
-        print_result(result, config)
+def train_command(config: Config, args: argparse.Namespace, mode: str, shown_as: str | None = None,
+                  only_modules: list[str] | None = None) -> int:
+    """What `fixed`, `vanilla` and `selective` run: the forecast (--fit-memory, --dry-run), or the output checks,
+    the folder's lock, optional preprocessing, the confirmation, training and the summary."""
+    if config.fit_memory > 0:
+        config = fit_memory(config, show_table=config.dry_run)
+    if config.dry_run:
+        print_forecast(config, only_modules)
         return 0
+    check_train_outputs(config)
+    with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
+        config = maybe_preprocess(config)
+        confirm(config, shown_as or mode, args)
+        # importing torch and loading the model take seconds: say so before the silence
+        get_console().print(f"Loading the model ({config.model_variant} from {config.checkpoint_dir}) and "
+                            "the dataset ...", highlight=False, soft_wrap=True)
+        from sidestep.train.recipe import train
 
-    return run
+        result = train(config, mode, only_modules=only_modules)
+    print_result(result, config)
+    return 0
+
+
+def run_training(mode: str):
+    return lambda config, args: train_command(config, args, mode)

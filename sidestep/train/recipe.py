@@ -438,12 +438,9 @@ class Trainer:
         return val
 
     def _learning(self, entry: dict[str, Any]) -> None:
-        from sidestep.io import atomic_write_text
-        from sidestep.train.report import REPORT_FILE, describe
+        from sidestep.train.report import describe
 
         self.monitor.on_learning(entry, describe(entry))
-        document = self.report.document(self.config.keep_best and self.val_data is not None)
-        atomic_write_text(self.output_dir / REPORT_FILE, json.dumps(document, indent=2))
 
     def _render(self, tag: str, adapter_on: bool = True) -> None:
         if self.previews is not None:
@@ -453,7 +450,15 @@ class Trainer:
                 log_previews(self.monitor.writer, rendered, self.global_step, tag=f"preview/{tag.split('_')[0]}")
 
     def _plot(self) -> None:
+        """loss.png and learning.json beside the adapter: written with it at the end (or at a stop), never before,
+        so a run that fails to save leaves the folder's earlier adapter and its report together."""
+        from sidestep.io import atomic_write_text
+        from sidestep.train.report import REPORT_FILE
+
         losses = self.result.losses
+        if self.fabric.is_global_zero and self.report is not None and self.report.evaluations:
+            document = self.report.document(self.config.keep_best and self.val_data is not None)
+            atomic_write_text(self.output_dir / REPORT_FILE, json.dumps(document, indent=2))
         if self.fabric.is_global_zero and losses:
             steps = list(range(self.global_step - len(losses) + 1, self.global_step + 1))
             learning = [(e["step"], e["train_change"], e.get("val_change"))
