@@ -38,8 +38,8 @@ def run_selective(config: Config, args: argparse.Namespace) -> int:
 
     if not config.module_config:
         raise SidestepError("selective: pass --module-config (the JSON train.py estimate wrote)")
-    top, _ = read_module_config(config.module_config)
-    return train_command(config, args, "fixed", shown_as="selective", only_modules=top)
+    return train_command(config, args, "fixed", shown_as="selective",
+                         modules=lambda: read_module_config(config.module_config)[0])
 
 
 def compare_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
+from typing import Callable
 
 from rich.table import Table
 
@@ -210,15 +211,17 @@ def print_forecast(config: Config, only_modules: list[str] | None = None) -> Non
 
 
 def train_command(config: Config, args: argparse.Namespace, mode: str, shown_as: str | None = None,
-                  only_modules: list[str] | None = None) -> int:
+                  modules: Callable[[], list[str]] | None = None) -> int:
     """What `fixed`, `vanilla` and `selective` run: the forecast (--fit-memory, --dry-run), or the output checks,
-    the folder's lock, optional preprocessing, the confirmation, training and the summary."""
+    the folder's lock, optional preprocessing, the confirmation, training and the summary. `modules` reads
+    selective training's module list (after the output checks, which also guard the file it reads)."""
     if config.fit_memory > 0:
         config = fit_memory(config, show_table=config.dry_run)
     if config.dry_run:
-        print_forecast(config, only_modules)
+        print_forecast(config, modules() if modules else None)
         return 0
     check_train_outputs(config)
+    only_modules = modules() if modules else None
     with run_lock(config.output_dir, "training") if config.output_dir else nullcontext():
         config = maybe_preprocess(config)
         confirm(config, shown_as or mode, args)
