@@ -50,7 +50,7 @@ def test_outputs_match_reference(folder):
     assert (out_enc - ref["decoder_with_encoder.output"][:, :T]).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("folder", GOLDEN_CASES)
+@pytest.mark.parametrize("folder", GOLDEN_CASES + golden_cases("golden-xl")[:1])  # 2B and one XL case
 def test_gradient_checkpointing_same_outputs_and_grads(folder):
     dit = load_dit(folder)
     dec = _split(load_file(folder / "inputs.safetensors"), "decoder.")
