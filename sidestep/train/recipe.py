@@ -99,8 +99,10 @@ class Trainer:
         self.config, self.mode, self.quiet = config, mode, quiet
         self.runtime = resolve_runtime(config.device, config.precision)
         self.model = discovery.model_to_train(config)
-        for folder in self._datasets_named():  # what the manifests record: refused before any model loads
-            check_made_for(read_manifest(folder), self.model.entry, recorded_only=True)
+        # the training (and validation) datasets' manifests: what they record is checked before any model loads
+        manifests = [read_manifest(folder) for folder in (config.dataset_dir, config.val_dataset_dir) if folder]
+        for manifest in manifests:
+            check_made_for(manifest, self.model.entry, recorded_only=True)
         self.resume = load_resume_state(config, self.model, mode) if config.resume_from else None
         self.fabric = make_fabric(self.runtime, config.devices, config.num_nodes, config.strategy)
         self.fabric.seed_everything(config.seed, verbose=False)
@@ -111,13 +113,13 @@ class Trainer:
         self._setup_model(only_modules)
         # the samples' width after the strict load: a config.json that disagrees with its weights is reported
         # as such, not as a dataset made for another model
-        for folder in self._datasets_named():
-            check_made_for(read_manifest(folder), self.model.entry)
+        for manifest in manifests:
+            check_made_for(manifest, self.model.entry)
         self._setup_data()
         self._setup_optimizer()
         self.report = _learning_report(config, self.dataset, self.val_data, self.runtime) \
             if self.fabric.is_global_zero else None
-        self.info = run_info(config, mode, self.model, read_manifest(config.dataset_dir).trigger)
+        self.info = run_info(config, mode, self.model, manifests[0].trigger)
         self.global_step, self.start_epoch, self.samples_done = 0, 0, 0
         self.monitor = TrainMonitor(get_console(), self.total_steps, config.epochs,
                                     Path(config.log_dir) if config.log_dir else self.output_dir / "runs",
@@ -134,9 +136,6 @@ class Trainer:
         self.lrs: list[float] = []
         self.val_points: list[tuple[int, float]] = []
         self.bad_steps = 0
-
-    def _datasets_named(self) -> list[str]:
-        return [folder for folder in (self.config.dataset_dir, self.config.val_dataset_dir) if folder]
 
     # -- setup ------------------------------------------------------------------------------------------------
 
