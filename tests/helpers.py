@@ -96,3 +96,23 @@ class OfficialNames(torch.nn.Module):
             for kind in ("self_attn", "cross_attn"):
                 attn, view = getattr(layer, kind), getattr(block, kind)
                 attn.to_q, attn.to_k, attn.to_v, attn.to_out[0] = view.q_proj, view.k_proj, view.v_proj, view.o_proj
+
+
+def split_prefix(inputs: dict, prefix: str) -> dict:
+    """The entries of a golden case's tensors under `prefix` ("decoder.", "encoder."), without it."""
+    return {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
+
+
+def golden_decoder(dit, d: dict, encoder_hidden_states, timestep_r):
+    """The decoder's output on a golden case's decoder inputs."""
+    return dit.transformer(hidden_states=d["hidden_states"], timestep=d["timestep"], timestep_r=timestep_r,
+                           encoder_hidden_states=encoder_hidden_states, context_latents=d["context_latents"]).sample
+
+
+def decoder_inputs(seed: int = 0, T: int = 20, L: int = 7) -> dict:
+    """Random inputs for the tiny 2B decoder (64 wide), one sample."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.tensor([0.6])
+    return dict(hidden_states=torch.randn(1, T, 64, generator=g), timestep=t, timestep_r=t,
+                encoder_hidden_states=torch.randn(1, L, 64, generator=g),
+                context_latents=torch.randn(1, T, 128, generator=g))

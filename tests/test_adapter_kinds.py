@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from helpers import OfficialNames, write_tensor_dataset
+from helpers import OfficialNames, decoder_inputs, write_tensor_dataset
 from sidestep.adapters import KINDS, find_kind, load_adapter, option_owners, resume_options
 from sidestep.cli.main import main
 from sidestep.config import Config
@@ -100,21 +100,13 @@ def trained(tiny_root_readonly, tmp_path_factory):
     return runs
 
 
-def _inputs(seed=0, T=20, L=7):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.tensor([0.6])
-    return dict(hidden_states=torch.randn(1, T, 64, generator=g), timestep=t, timestep_r=t,
-                encoder_hidden_states=torch.randn(1, L, 64, generator=g),
-                context_latents=torch.randn(1, T, 128, generator=g))
-
-
 def _decoder(root):
     return load_dit(root / "acestep-v15-turbo").transformer.eval()
 
 
 def _run(decoder):
     with torch.no_grad():
-        return decoder.eval()(**_inputs()).sample
+        return decoder.eval()(**decoder_inputs()).sample
 
 
 def test_dora_folder_is_aces_peft_layout_with_magnitudes(trained):

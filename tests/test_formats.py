@@ -8,21 +8,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from helpers import OfficialNames, comfyui_to_side_step, write_tensor_dataset
+from helpers import OfficialNames, comfyui_to_side_step, decoder_inputs, write_tensor_dataset
 from sidestep.cli.main import main
 from sidestep.config import Config
 from sidestep.errors import SidestepError
 from sidestep.model.loader import load_dit, load_text_encoder, load_vae
 from sidestep.train.export import FORMATS, ExportFormat, comfyui_tensors, export_adapter
 from sidestep.train.recipe import train
-
-
-def _inputs(seed=0, T=20, L=7):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.tensor([0.6])
-    return dict(hidden_states=torch.randn(1, T, 64, generator=g), timestep=t, timestep_r=t,
-                encoder_hidden_states=torch.randn(1, L, 64, generator=g),
-                context_latents=torch.randn(1, T, 128, generator=g))
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +55,14 @@ def test_lora_loads_in_diffusers_pipeline_with_trained_strength(trained, tiny_ro
     folders = [out, out / "checkpoints" / "epoch_2", out / "checkpoints" / "epoch_4"]
     base = load_dit(tiny_root_readonly / "acestep-v15-turbo").transformer
     with torch.no_grad():
-        base_out = base(**_inputs()).sample
+        base_out = base(**decoder_inputs()).sample
     outputs = []
     for folder in folders:
         pipe = _pipeline(tiny_root_readonly)
         pipe.load_lora_weights(str(folder), weight_name="adapter_model.safetensors")
         with torch.no_grad():
-            theirs = pipe.transformer(**_inputs()).sample
-            ours = _ours(tiny_root_readonly, folder)(**_inputs()).sample
+            theirs = pipe.transformer(**decoder_inputs()).sample
+            ours = _ours(tiny_root_readonly, folder)(**decoder_inputs()).sample
         assert (theirs - ours).abs().max() <= 1e-5, folder
         outputs.append(ours)
     assert (outputs[0] - base_out).abs().max() > 1e-3          # the adapter does something
@@ -103,9 +95,9 @@ def test_lokr_reloads_with_lycoris_own_loader(trained, tiny_root_readonly):
     network.load_state_dict(load_file(path))
     assert len(network.loras) == 16
     with torch.no_grad():
-        theirs = decoder(**_inputs()).sample
-        ours = _ours(tiny_root_readonly, out)(**_inputs()).sample
-        base = load_dit(tiny_root_readonly / "acestep-v15-turbo").transformer(**_inputs()).sample
+        theirs = decoder(**decoder_inputs()).sample
+        ours = _ours(tiny_root_readonly, out)(**decoder_inputs()).sample
+        base = load_dit(tiny_root_readonly / "acestep-v15-turbo").transformer(**decoder_inputs()).sample
     assert (theirs - ours).abs().max() <= 1e-5
     assert (ours - base).abs().max() > 1e-4
 

@@ -7,22 +7,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import GOLDEN, KEYS_2B, golden_cases
+from helpers import golden_decoder, split_prefix
 from sidestep.model.configs import RELEASED_2B_CONFIG
 from sidestep.model.keys import diffusers_to_official, official_to_diffusers
 from sidestep.model.loader import build_modules, expected_official_shapes, load_dit
 
 GOLDEN_CASES = golden_cases()
 TOL = 1e-5
-
-
-def _split(inputs, prefix):
-    return {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
-
-
-def _decoder(dit, d, encoder_hidden_states, timestep_r):
-    return dit.transformer(hidden_states=d["hidden_states"], timestep=d["timestep"], timestep_r=timestep_r,
-                           encoder_hidden_states=encoder_hidden_states,
-                           context_latents=d["context_latents"]).sample
 
 
 def test_the_repository_holds_golden_data():
@@ -36,12 +27,12 @@ def test_outputs_match_reference(folder):
     dit = load_dit(folder)
     inputs = load_file(folder / "inputs.safetensors")
     ref = load_file(folder / "outputs.safetensors")
-    enc, dec = _split(inputs, "encoder."), _split(inputs, "decoder.")
+    enc, dec = split_prefix(inputs, "encoder."), split_prefix(inputs, "decoder.")
     T = dec["hidden_states"].shape[1]
     with torch.no_grad():
         hidden, mask = dit.condition_encoder(**enc)
-        out = _decoder(dit, dec, dec["encoder_hidden_states"], dec["timestep_r"])
-        out_enc = _decoder(dit, dec, hidden, dec["timestep"])
+        out = golden_decoder(dit, dec, dec["encoder_hidden_states"], dec["timestep_r"])
+        out_enc = golden_decoder(dit, dec, hidden, dec["timestep"])
     assert hidden.shape == ref["encoder.encoder_hidden_states"].shape
     assert (hidden - ref["encoder.encoder_hidden_states"]).abs().max() <= TOL
     assert torch.equal(mask.bool(), ref["encoder.encoder_attention_mask"])
@@ -53,7 +44,7 @@ def test_outputs_match_reference(folder):
 @pytest.mark.parametrize("folder", GOLDEN_CASES + golden_cases("golden-xl")[:1])  # 2B and one XL case
 def test_gradient_checkpointing_same_outputs_and_grads(folder):
     dit = load_dit(folder)
-    dec = _split(load_file(folder / "inputs.safetensors"), "decoder.")
+    dec = split_prefix(load_file(folder / "inputs.safetensors"), "decoder.")
     dit.transformer.requires_grad_(True).train()
     results = []
     for checkpointing in (False, True):

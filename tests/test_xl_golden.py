@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import golden_decoder, split_prefix
 from sidestep.model.configs import RELEASED_XL_CONFIG
 from sidestep.model.keys import diffusers_to_official, official_to_diffusers
 from sidestep.model.loader import build_modules, expected_official_shapes, has_timbre_token, load_dit
@@ -26,27 +27,17 @@ TOL = 1e-5  # as the 2B golden test
 CASES = golden_cases("golden-xl")
 
 
-def _split(inputs, prefix):
-    return {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
-
-
-def _decoder(dit, d, encoder_hidden_states, timestep_r):
-    return dit.transformer(hidden_states=d["hidden_states"], timestep=d["timestep"], timestep_r=timestep_r,
-                           encoder_hidden_states=encoder_hidden_states,
-                           context_latents=d["context_latents"]).sample
-
-
 def _check_outputs(dit, folder):
     inputs = load_file(folder / "inputs.safetensors")
     ref = load_file(folder / "outputs.safetensors")
-    enc, dec = _split(inputs, "encoder."), _split(inputs, "decoder.")
+    enc, dec = split_prefix(inputs, "encoder."), split_prefix(inputs, "decoder.")
     T = dec["hidden_states"].shape[1]
     with torch.no_grad():
         hidden, mask = dit.condition_encoder(**enc)
         timbre, timbre_mask = dit.condition_encoder.timbre_encoder(
             enc["refer_audio_acoustic_hidden_states_packed"], enc["refer_audio_order_mask"])
-        out = _decoder(dit, dec, dec["encoder_hidden_states"], dec["timestep_r"])
-        out_enc = _decoder(dit, dec, hidden, dec["timestep"])
+        out = golden_decoder(dit, dec, dec["encoder_hidden_states"], dec["timestep_r"])
+        out_enc = golden_decoder(dit, dec, hidden, dec["timestep"])
     # condition encoder, timbre rows included
     assert hidden.shape == ref["encoder.encoder_hidden_states"].shape
     assert (hidden - ref["encoder.encoder_hidden_states"]).abs().max() <= TOL
@@ -90,7 +81,7 @@ def test_without_the_timbre_token_the_timbre_rows_differ(folder):
     """The hook is what makes the XL encoder match; diffusers' class alone does not (docs/design.md §2.4)."""
     dit = load_dit(folder)
     dit.condition_encoder.timbre_encoder._sidestep_timbre_token.remove()
-    enc = _split(load_file(folder / "inputs.safetensors"), "encoder.")
+    enc = split_prefix(load_file(folder / "inputs.safetensors"), "encoder.")
     ref = load_file(folder / "outputs.safetensors")
     with torch.no_grad():
         timbre, _ = dit.condition_encoder.timbre_encoder(enc["refer_audio_acoustic_hidden_states_packed"],
