@@ -38,29 +38,31 @@ def sliding_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window:
 
 
 def banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, scale: float) -> torch.Tensor:
-    """Sliding-window attention in blocks of `window` queries x 3 `window` keys (memory ~ L * 3w)."""
+    """Sliding-window attention in blocks of `window` queries x 3 `window` keys (memory ~ L * 3w).
+
+    The blocks go to SDPA as a 4-D batch [B * blocks, H, w, D] with a [w, 3w] mask per block: SDPA's
+    fused kernels take only 4-D inputs, and a 5-D call falls back to the unfused math path (an explicit
+    softmax over every block), which made this path slower than the dense mask it replaces."""
     B, L, H, D = q.shape
     groups = H // k.shape[2]
     block = window
     nb = -(-L // block)
     pad_q = nb * block - L
-    # [B, H, L, D]; GQA: KV head j serves query heads j*groups ... (repeat-interleave, docs/design.md §3.2)
-    q = q.transpose(1, 2)
-    k = k.transpose(1, 2).repeat_interleave(groups, dim=1)
-    v = v.transpose(1, 2).repeat_interleave(groups, dim=1)
-    q = F.pad(q, (0, 0, 0, pad_q))
-    # keys padded by `window` on the left and enough on the right for every block's 3w span
-    k = F.pad(k, (0, 0, window, pad_q + window))
-    v = F.pad(v, (0, 0, window, pad_q + window))
     span = block + 2 * window
-    q_blocks = q.unflatten(2, (nb, block))                             # [B, H, nb, w, D]
-    k_blocks = k.unfold(2, span, block).transpose(-1, -2)              # [B, H, nb, 3w, D]
-    v_blocks = v.unfold(2, span, block).transpose(-1, -2)
+    q = F.pad(q, (0, 0, 0, 0, 0, pad_q))                                    # [B, nb*w, H, D]
+    # keys padded by `window` on the left and enough on the right for every block's 3w span
+    k = F.pad(k, (0, 0, 0, 0, window, pad_q + window))
+    v = F.pad(v, (0, 0, 0, 0, window, pad_q + window))
+    q_blocks = q.unflatten(1, (nb, block)).permute(0, 1, 3, 2, 4).flatten(0, 1)   # [B*nb, H, w, D]
+    # GQA: KV head j serves query heads j*groups ... (repeat-interleave, docs/design.md §3.2)
+    k_blocks = k.unfold(1, span, block).permute(0, 1, 2, 4, 3).repeat_interleave(groups, 2).flatten(0, 1)
+    v_blocks = v.unfold(1, span, block).permute(0, 1, 2, 4, 3).repeat_interleave(groups, 2).flatten(0, 1)
     q_pos = torch.arange(nb * block, device=q.device).view(nb, block, 1)
     k_pos = (torch.arange(nb, device=q.device) * block).view(nb, 1, 1) - window + torch.arange(span, device=q.device)
     keep = ((q_pos - k_pos).abs() <= window) & (k_pos >= 0) & (k_pos < L)  # [nb, w, 3w]
+    keep = keep[:, None].repeat(B, 1, 1, 1)                                 # [B*nb, 1, w, 3w]
     out = F.scaled_dot_product_attention(q_blocks, k_blocks, v_blocks, attn_mask=keep, scale=scale)
-    return out.flatten(2, 3)[:, :, :L].transpose(1, 2)
+    return out.unflatten(0, (B, nb)).permute(0, 1, 3, 2, 4).flatten(1, 2)[:, :L]   # [B, L, H, D]
 
 
 class BandedAttnProcessor(AceStepAttnProcessor2_0):
