@@ -28,32 +28,7 @@ from pathlib import Path
 
 import torch
 
-from _common import MEDIUM_CONFIG, emit, peak_rss_gib
-
-
-def _status_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def current_rss_gib() -> float:
-    return _status_gib("VmRSS")
-
-
-def reset_peak() -> bool:
-    """Start a new high-water mark (Linux: `5` into /proc/self/clear_refs resets VmHWM)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def phase_peak_gib() -> float:
-    """Peak RSS since the last `reset_peak()`."""
-    return _status_gib("VmHWM")
+from _common import MEDIUM_CONFIG, current_rss_gib, emit, peak_rss_gib, phase_peak_gib, reset_peak
 
 
 # The released Oobleck VAE's shape (168.7 M parameters), as bench/preprocess_memory.py.

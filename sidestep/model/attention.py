@@ -5,7 +5,7 @@ additive [T, T] mask, which also keeps SDPA off its fused no-mask kernels. Here:
 - with flash-attn installed on CUDA, diffusers' own "flash" backend takes the window natively;
 - otherwise `BandedAttnProcessor` computes the same attention exactly, block by block: queries
   in blocks of w, each block attending to its 3w neighbouring keys with a small [w, 3w] mask.
-  Memory and work grow with T * 3w instead of T^2 (sequences up to 3w use one small mask). Full and cross attention keep diffusers'
+  Memory and work grow with T * 3w instead of T^2 (sequences up to 4.5 w use one masked call). Full and cross attention keep diffusers'
   processor, which calls SDPA with no mask (fused kernels).
 """
 
@@ -24,9 +24,12 @@ def sliding_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window:
     """Exact bidirectional sliding-window attention, q [B, L, H, D]; k, v [B, L, KV, D] -> [B, L, H, D].
 
     Short sequences need no band: when every pair is within the window there is no mask at all,
-    and up to 3w a small dense mask costs less than the blocks' padding."""
+    and up to 4.5 w one dense masked call is faster than the blocks: they copy each key and value
+    three times and pad the last block, which costs more than the masked-out work until about
+    4.5 w (fused CPU kernel, one thread: equal at 4.3-5 w, banded 0.75x the time at 5.9 w and 0.39x
+    at 11.7 w; bench/train_step.py shows the whole step)."""
     L = q.shape[1]
-    if L - 1 <= window or L <= 3 * window:
+    if L - 1 <= window or L <= 4.5 * window:
         groups = q.shape[2] // k.shape[2]
         i = torch.arange(L, device=q.device)
         keep = None if L - 1 <= window else (i[:, None] - i[None, :]).abs() <= window
