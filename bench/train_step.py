@@ -102,9 +102,9 @@ def _cpu_jiffies() -> tuple[int, int]:
 # -- the variants -----------------------------------------------------------------------------------
 
 def _model_config(name: str) -> dict:
-    from sidestep.model.configs import RELEASED_2B_CONFIG, load_config_file
+    from sidestep.model.configs import RELEASED_2B_CONFIG, TINY_DIT_CONFIG, load_config_file
 
-    return RELEASED_2B_CONFIG if name == "2b" else load_config_file(name)
+    return {"2b": RELEASED_2B_CONFIG, "tiny": TINY_DIT_CONFIG}.get(name) or load_config_file(name)
 
 
 def _diffusers_decoder(config: dict, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -312,7 +312,7 @@ def runs_for(args, batch: int, frames: int) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(MEDIUM_CONFIG), help="config.json path, or '2b'")
+    p.add_argument("--config", default=str(MEDIUM_CONFIG), help="config.json path, '2b' or 'tiny' (the test's)")
     p.add_argument("--batches", default="1,4", help="comma-separated batch sizes")
     p.add_argument("--frames", default="1500", help="comma-separated latent frames (25 per second)")
     p.add_argument("--cond", type=int, default=300, help="condition tokens")
