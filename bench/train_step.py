@@ -23,7 +23,10 @@ time other processes used during the timed steps (`others_cores`, from /proc/sta
 `others_cores + threads > cores` is marked `contended` and says nothing about speed.
 Memory: the peak during the steps and the increment above the loaded, adapter-wrapped model with
 its optimizer built (CPU: RSS after a heap trim, peak from VmHWM reset before the first step; CUDA:
-memory_allocated and max_memory_allocated).
+memory_allocated and max_memory_allocated). On the CPU glibc's heap keeps freed activations resident,
+so the default run's increment includes that slack; `--live-memory` measures with a fixed mmap
+threshold, where RSS follows the live tensors (as CUDA's max_memory_allocated does), and its times
+are not comparable.
 FLOP/s: analytic model FLOPs (matmuls and attention; forward + input-gradient backward; the LoRA
 matmuls and checkpointing's recompute are not counted as useful work) over the median step, against
 a matmul peak measured here with the same thread count (fp32 2048^3 on CPU, bf16 8192^3 on CUDA).
@@ -127,9 +130,10 @@ def setup_ours(config, device, dtype, run):
     use_fast_attention(decoder, device)
     params = Lora(decoder, select_target_modules(decoder), rank=64, alpha=128, dropout=0.0).parameters()
     checkpointed = enable_checkpointing(decoder, run["ratio"], run["policy"]) if run["checkpointing"] else 0
-    if run["compile"]:
-        for layer in decoder.layers:
-            layer.compile()
+    if run["compile"]:  # as `--compile` does it (shapes are fixed here, so static)
+        from sidestep.train.compile import compile_blocks
+
+        compile_blocks(decoder, device, static_shapes=True)
     decoder.train()
     null = torch.zeros(1, 1, config["hidden_size"], device=device, dtype=dtype)
     objective = Objective("fixed")
@@ -256,8 +260,20 @@ def _child(run: dict, queue) -> None:
                "trainable": sum(p.numel() for p in params)})
 
 
+# glibc raises its mmap threshold to the size of each large block freed, after which a step's activations
+# come from the heap, whose freed middle stays resident: the RSS increment then reads up to 3x the live
+# tensors and depends on the order of frees. A fixed threshold (glibc's default, 128 KiB) turns that off, so
+# RSS follows the live tensors, at a cost in speed (page faults): --live-memory runs are for memory only.
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
 def measure(run: dict) -> dict:
     os.environ["OMP_NUM_THREADS"] = str(run["threads"])  # the child's OpenMP pool, before torch loads there
+    for key, value in LIVE_MEMORY_ENV.items():
+        if run["live_memory"]:
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(run, queue))
@@ -273,7 +289,7 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
     cores = os.cpu_count() or 1
     contended = pick_device(run["device"]).type == "cpu" and result["others_cores"] + run["threads"] > cores + 0.1
     label = run["variant"] if not run["checkpointing"] or run["variant"] != "ours" else \
-        f"ours R={run['ratio']:g} {run['policy']}"
+        f"ours R={run['ratio']:g} {run['policy']}" + (" compiled" if run["compile"] else "")
     return dict(bench="train_step", variant=run["variant"], label=label, config=Path(run["config"]).name,
                 batch=run["batch"], frames=run["frames"], seconds_audio=run["frames"] / 25, cond=run["cond"],
                 checkpointing=run["checkpointing"], ratio=run["ratio"] if run["checkpointing"] else 0.0,
@@ -286,13 +302,14 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
                 trainable_params=result["trainable"], model_tflop=round(flops / 1e12, 4),
                 achieved_tflops=round(flops / median / 1e12, 4), peak_tflops=round(peak_tflops, 4),
                 mfu=round(flops / median / (peak_tflops * 1e12), 3),
-                others_cores=round(result["others_cores"], 2), contended=contended)
+                others_cores=round(result["others_cores"], 2), contended=contended,
+                live_memory=run["live_memory"], timing_comparable=not run["live_memory"])
 
 
 def runs_for(args, batch: int, frames: int) -> list[dict]:
     base = dict(config=args.config, device=args.device, threads=args.threads, batch=batch, frames=frames,
                 cond=args.cond, warmup=args.warmup, repeats=args.repeats, compile=False, ratio=1.0, policy="full",
-                reference_code=args.reference_code)
+                reference_code=args.reference_code, live_memory=args.live_memory)
     runs = []
     for ckpt in args.checkpointing.split(","):
         on = ckpt == "on"
@@ -303,8 +320,9 @@ def runs_for(args, batch: int, frames: int) -> list[dict]:
                 runs += [dict(base, variant=variant, checkpointing=True, ratio=float(r), policy=policy)
                          for policy in args.policies.split(",") for r in args.ratios.split(",")
                          if float(r) > 0 and (policy == "full" or float(r) == 1.0)]
-                if args.compile:
-                    runs.append(dict(base, variant=variant, checkpointing=True, compile=True))
+                if args.compile:  # compiling happens in the first steps: warm up past it
+                    runs.append(dict(base, variant=variant, checkpointing=True, compile=True,
+                                     warmup=max(args.warmup, 3)))
             else:
                 runs.append(dict(base, variant=variant, checkpointing=on))
     return runs
@@ -324,6 +342,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (CPU default 1)")
     p.add_argument("--compile", action="store_true", help="also measure ours with --compile")
+    p.add_argument("--live-memory", action="store_true",
+                   help="CPU: fix glibc's mmap threshold so RSS follows the live tensors (slower: memory only)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()

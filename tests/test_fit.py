@@ -16,8 +16,8 @@ def test_speed_model_prefers_big_batches_few_recomputes_and_no_nf4():
     assert fit.relative_speed(2, 0.5, "full", "none") > fit.relative_speed(2, 1.0, "full", "none")
     assert fit.relative_speed(2, 1.0, "selective", "none") > fit.relative_speed(2, 1.0, "full", "none")
     assert fit.relative_speed(2, 1.0, "full", "nf4") < fit.relative_speed(2, 1.0, "full", "none")
-    # the documented formula: B / (0.5 + B * (3 + R) / 3 * q)
-    assert fit.relative_speed(4, 0.5, "full", "nf4") == pytest.approx(4 / (0.5 + 4 * 3.5 / 3 * 1.15))
+    # the documented formula: B / (0.5 + B * (2.4 + share) / 2.4 * q)
+    assert fit.relative_speed(4, 0.5, "full", "nf4") == pytest.approx(4 / (0.5 + 4 * 2.9 / 2.4 * 1.15))
 
 
 def test_the_choice_is_the_fastest_that_fits(tiny_root_readonly):

@@ -2,11 +2,15 @@
 samples per second within a memory budget, chosen from the forecast (sidestep/train/forecast.py).
 
 Speed model (relative, per sample; what the forecast cannot measure is stated here): a training
-step costs a fixed overhead worth half a sample (optimizer step, launches, the loss) plus, per
-sample, one forward and two forward-equivalents of backward, plus the recomputed forward of the
-checkpointed blocks (ratio R: + R; selective policy: + R/4, the elementwise share); a 4-bit base
-costs 15% more per sample (dequantization). samples/s ~ B / (0.5 + B * (3 + recompute) / 3 * q).
-So larger batches and fewer checkpointed blocks win until memory runs out.
+step costs a fixed overhead worth half a sample (optimizer step, launches, the loss: a GPU guess, on
+the CPU it measured ~0) plus, per sample, one forward and 1.4 forwards' worth of backward (a frozen
+base needs no weight gradients), plus the recomputed forward of the checkpointed blocks: their share
+of the blocks (the last block is never checkpointed, sidestep/model/checkpointing.py) x 1 for the
+full policy, x 0.4 for selective (the elementwise work and its dispatch). The 1.4 and 0.4 are
+bench/train_step.py's medium config at 60 s on one CPU thread (bench/RESULTS.md); a 4-bit base is
+assumed to cost 15% more per sample (dequantization; not measured here).
+samples/s ~ B / (0.5 + B * (2.4 + recompute) / 2.4 * q): larger batches and fewer checkpointed
+blocks win until memory runs out.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import torch
 
 from sidestep.config import Config
 from sidestep.errors import SidestepError
+from sidestep.model.checkpointing import checkpointed_blocks
 from sidestep.train.forecast import GIB, forecast
 
 BATCHES = (1, 2, 4, 8)
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 STEP_OVERHEAD = 0.5  # in samples' worth of work
+PASSES = 2.4  # forward + backward of one sample, in forwards
 NF4_COST = 1.15
-SELECTIVE_SHARE = 0.25  # the share of a block's forward that selective checkpointing recomputes
+SELECTIVE_SHARE = 0.4  # the share of a block's forward that selective checkpointing still costs
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,10 @@ class Candidate:
         return self.gib <= budget
 
 
-def relative_speed(batch_size: int, ratio: float, policy: str, quantize: str) -> float:
-    recompute = ratio * (SELECTIVE_SHARE if policy == "selective" else 1.0)
-    per_sample = (3 + recompute) / 3 * (NF4_COST if quantize == "nf4" else 1.0)
+def relative_speed(batch_size: int, share: float, policy: str, quantize: str) -> float:
+    """Relative samples per second; `share` = the checkpointed share of the decoder blocks."""
+    recompute = share * (SELECTIVE_SHARE if policy == "selective" else 1.0)
+    per_sample = (PASSES + recompute) / PASSES * (NF4_COST if quantize == "nf4" else 1.0)
     return batch_size / (STEP_OVERHEAD + batch_size * per_sample)
 
 
@@ -50,6 +57,7 @@ def candidates(config: Config, model_config: dict[str, Any], device: torch.devic
     """Every (batch, ratio, quantization) setting with its forecast and speed, fastest first."""
     quantizations = ("none", "nf4") if device.type == "cuda" else ("none",)  # bitsandbytes 4-bit is CUDA only
     found, baseline = [], None
+    layers = model_config["num_hidden_layers"]
     for quantize in quantizations:
         for batch in BATCHES:
             for ratio in RATIOS:
@@ -57,8 +65,9 @@ def candidates(config: Config, model_config: dict[str, Any], device: torch.devic
                                        gradient_checkpointing_ratio=ratio or 1.0, quantize_base=quantize)
                 f = forecast(trial, model_config, device, precision, frames, baseline=baseline)
                 baseline = f.parts["baseline"]  # measured once: the same process for every trial
+                share = checkpointed_blocks(layers, ratio) / layers
                 found.append(Candidate(batch, ratio, quantize, f.total / GIB,
-                                       relative_speed(batch, ratio, config.checkpointing_policy, quantize)))
+                                       relative_speed(batch, share, config.checkpointing_policy, quantize)))
     return sorted(found, key=lambda c: (-c.speed, c.gib))
 
 
