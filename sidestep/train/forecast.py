@@ -1,10 +1,15 @@
 """Predict a training run's peak memory without loading weights or data.
 
-Weights, adapter and optimizer state are counted from the shapes. Activations are measured,
-not guessed: one decoder block (with the run's adapter, attention and dtype) runs forward on
-the meta device at the run's batch shape while a saved-tensor hook adds up what autograd keeps
-for backward. Meta tensors have shapes but no storage, so this costs nothing. On the CPU the
-forecast adds this process's current resident memory (the libraries a training run also loads).
+Weights, adapter and optimizer state are counted from the shapes. Everything else one training
+micro-batch allocates is measured, not guessed: the batch, the noise, the decoder's forward (with
+the run's adapter, attention, dtype and checkpointing), the fp32 loss and the backward (recomputed
+blocks, gradients) run on the meta device at the run's shape while `LiveBytes` follows every
+storage's allocation and release and keeps the peak. Meta tensors have shapes but no storage, so
+this costs little. On the CPU the forecast adds this process's resident memory (the libraries a
+training run also loads) and what a first training step adds for good (`first_step_rss`).
+
+`Forecast.increment` is what the training steps add above the loaded, adapter-wrapped model;
+bench/memory_forecast.py and tests/test_forecast_accuracy.py compare it with a real run's.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from sidestep.memory import current_rss
 
 GIB = 2**30
 # Optimizer state per trainable element, in units of the fp32 parameter.
-LOADED = ("baseline", "weights", "adapter")  # parts present before the first step
+LOADED = ("baseline", "weights", "adapter")  # present before the first step: the rest is the increment
 OPTIMIZER_STATES = {"adamw": 2.0, "adamw8bit": 0.5, "adafactor": 0.05, "prodigy": 4.0}
 
 
@@ -47,7 +52,8 @@ class Forecast:
         return sum(v for k, v in self.parts.items() if k not in LOADED)
 
     def gib(self) -> dict[str, float]:
-        return {k: round(v / GIB, 3) for k, v in self.parts.items()} | {"total": round(self.total / GIB, 3)}
+        return {k: round(v / GIB, 3) for k, v in self.parts.items()} | {
+            "increment (above the loaded model)": round(self.increment / GIB, 3), "total": round(self.total / GIB, 3)}
 
 
 class LiveBytes(TorchDispatchMode):
