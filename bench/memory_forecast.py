@@ -99,7 +99,8 @@ def main() -> None:
                                   ratio=round(r["forecast_increment"] / r["increment"], 3),
                                   forecast_total_gib=round(r["forecast_total"] / 2**30, 3),
                                   measured_peak_gib=round(r["peak"] / 2**30, 3),
-                                  ratio_total=round(r["forecast_total"] / r["peak"], 3), parts_mib=r["parts"]))
+                                  ratio_total=round(r["forecast_total"] / r["peak"], 3),
+                                  step_s=round(r["seconds_per_step"], 2), parts_mib=r["parts"]))
 
 
 if __name__ == "__main__":

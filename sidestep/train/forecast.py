@@ -143,50 +143,54 @@ def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[s
 
 
 _FIRST_STEP: dict[str, float] = {}
+# The first step's one-off memory grows with the length up to a few hundred frames (torch takes its large-problem
+# GEMM and attention code paths and their buffers), then stays: measured 21 MB at 64 frames, 36 MB at 750, 1500
+# and 3000 (tiny decoder, CPU). The probe runs at 750, in the flat part, whatever the run's length.
+PROBE_FRAMES = 750
 
 
 def first_step_rss(config: Config) -> float:
-    """Resident memory a process's first training step adds for good, on the CPU: measured, once per process,
-    by one real step of the tiny decoder (sidestep.model.configs.TINY_DIT_CONFIG) with the run's adapter,
-    attention and checkpointing. That step runs the same kernels as the run's first step: the pages of torch's
-    code they live in are read in (file-backed resident memory, ~35 MB), and the kernels' lazily made state
-    (oneDNN/BLAS buffers, autograd and checkpoint machinery) stays (~15 MB). None of it scales with the
-    model or the batch, and all of it lands above the loaded model's resident memory."""
-    from sidestep.adapters import build_adapter
-    from sidestep.memory import release_freed_tensors
-    from sidestep.model.attention import use_fast_attention
-    from sidestep.model.checkpointing import enable_checkpointing
-    from sidestep.model.configs import TINY_DIT_CONFIG
-    from sidestep.model.loader import build_modules
-    from sidestep.train.memory_probe import trim_heap
+    """Resident memory a process's first training step adds for good, on the CPU: measured once per process by
+    one real step of the Trainer (the run's adapter, optimizer and checkpointing) on the tiny decoder
+    (sidestep.model.configs.TINY_DIT_CONFIG) and one `PROBE_FRAMES` sample, a shape fixed whatever the run's.
+    That step runs the code the run's first step runs: the pages of torch's (and the loader's, Fabric's)
+    code it executes are read in (file-backed resident memory, ~35 MB), and state made on first use
+    (kernels' and the autograd engine's buffers, modules imported on first use) stays. None of it scales
+    with the model or the batch, and all of it lands above the loaded model's resident memory."""
+    import tempfile
+    from pathlib import Path
 
-    key = f"{config.adapter_type}:{config.gradient_checkpointing}:{config.checkpointing_policy}"
+    from sidestep.model.configs import TINY_DIT_CONFIG
+    from sidestep.model.tiny import write_dit_folder
+    from sidestep.train.memory_probe import trim_heap, write_dataset
+    from sidestep.train.recipe import Trainer
+
+    key = f"{config.adapter_type}:{config.optimizer_type}:{config.gradient_checkpointing}:{config.checkpointing_policy}"
     if key in _FIRST_STEP:
         return _FIRST_STEP[key]
-    release_freed_tensors()  # as the Trainer does on the CPU
-    decoder = build_modules(TINY_DIT_CONFIG, device="cpu")["transformer"]
-    for p in decoder.parameters():
-        torch.nn.init.normal_(p, std=0.02)
-    use_fast_attention(decoder, torch.device("cpu"))
-    adapter = build_adapter(config, decoder)
-    if config.gradient_checkpointing:
-        enable_checkpointing(decoder, 1.0, config.checkpointing_policy)
-    decoder.train()
-    optimizer = torch.optim.AdamW(adapter.parameters())
-    trim_heap()
-    before = current_rss() or 0.0
-    T, D = 64, TINY_DIT_CONFIG["hidden_size"]
-    t = torch.rand(1)
-    x = torch.randn(1, T, 64, requires_grad=config.gradient_checkpointing)
-    out = decoder(hidden_states=x, timestep=t, timestep_r=t, encoder_hidden_states=torch.randn(1, 16, D),
-                  context_latents=torch.randn(1, T, 128)).sample
-    out.float().square().mean().backward()
-    torch.nn.utils.clip_grad_norm_(list(adapter.parameters()), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    del decoder, adapter, optimizer, out, x
-    trim_heap()
-    _FIRST_STEP[key] = max((current_rss() or 0.0) - before, 0.0)
+    with tempfile.TemporaryDirectory(prefix="sidestep_forecast_") as tmp:
+        root = Path(tmp)
+        write_dit_folder(root / "acestep-v15-turbo", TINY_DIT_CONFIG)
+        data = write_dataset(root / "data", 1, PROBE_FRAMES, 16, TINY_DIT_CONFIG["hidden_size"])
+        probe = config.replace(
+            checkpoint_dir=str(root), model_variant="turbo", base_model=None, dataset_dir=str(data),
+            output_dir=str(root / "out"), log_dir=None, device="cpu", precision="fp32", devices=1, num_nodes=1,
+            init_adapter=None, resume_from=None, batch_size=1, gradient_accumulation=1, epochs=1, chunk_duration=0,
+            num_workers=0, quantize_base="none", compile=False, gradient_checkpointing_ratio=1.0, ema_decay=0.0,
+            sample_every_n_epochs=0, sample_at_start=False, val_split=0.0, val_dataset_dir=None,
+            learning_report=False, log_every=10**6, log_heavy_every=10**6)
+        trainer = Trainer(probe, "fixed", quiet=True)
+        trainer.sampler.set_epoch(0)
+        trainer.epoch_losses = []
+        batches = iter(trainer.loader)
+        trim_heap()
+        before = current_rss() or 0.0
+        loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
+        trainer.optimizer_step(0, loss, not finite, 0)
+        trainer.monitor.close()
+        del trainer, batches
+        trim_heap()
+        _FIRST_STEP[key] = max((current_rss() or 0.0) - before, 0.0)
     return _FIRST_STEP[key]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,10 @@ def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> di
     trim_heap()
     loaded = _status_bytes("VmRSS")
     reset_peak()
+    started = time.perf_counter()
     for _ in range(steps):
         loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
         trainer.optimizer_step(0, loss, not finite, 0)
     peak = _status_bytes("VmHWM")
-    return {"loaded": loaded, "peak": peak, "increment": peak - loaded, "steps": trainer.global_step}
+    return {"loaded": loaded, "peak": peak, "increment": peak - loaded, "steps": trainer.global_step,
+            "seconds_per_step": (time.perf_counter() - started) / steps}
