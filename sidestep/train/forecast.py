@@ -61,7 +61,7 @@ class LiveBytes(TorchDispatchMode):
 
     Every op's outputs are looked at; a storage seen for the first time is counted until it is freed
     (a weak reference to it; torch keeps one Python object per storage). Views and in-place results
-    share a counted storage. On meta this is exactly the allocator's live bytes of the same code on
+    share a counted storage, and so do views of tensors made before (the weights). On meta this is exactly the allocator's live bytes of the same code on
     a real device, without the allocator's rounding."""
 
     def __init__(self):
@@ -74,11 +74,13 @@ class LiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # an output sharing an input's storage (a view: the weights' transposes, in-place ops) allocates nothing
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 storage = t.untyped_storage()
                 key = storage._cdata
-                if key not in self.live:
+                if key not in self.live and key not in inputs:
                     self.live[key] = storage.nbytes()
                     self.now += self.live[key]
                     weakref.finalize(storage, self._free, key)
@@ -183,6 +185,9 @@ def first_step_rss(config: Config) -> float:
         trainer.sampler.set_epoch(0)
         trainer.epoch_losses = []
         batches = iter(trainer.loader)
+        with torch.no_grad():  # its weights resident first, as measure_increment does (they are not code)
+            for p in trainer.decoder.parameters():
+                p.sum()
         trim_heap()
         before = current_rss() or 0.0
         loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
@@ -207,7 +212,8 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     dtype = TORCH_DTYPE[precision]
     if config.chunk_duration > 0:
         frames = min(frames, round(config.chunk_duration * LATENT_RATE))
-    decoder = build_modules(model_config)["transformer"].to(dtype=dtype)  # meta: shapes only
+    # meta: shapes only; frozen, as the loader leaves it (the adapter unfreezes its own weights)
+    decoder = build_modules(model_config)["transformer"].to(dtype=dtype).requires_grad_(False)
     base_params = sum(p.numel() for p in decoder.parameters())
     block_linear = sum(m.weight.numel() for layer in decoder.layers for m in layer.modules()
                        if type(m) is torch.nn.Linear)  # what --quantize-base nf4 turns into 4-bit

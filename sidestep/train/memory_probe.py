@@ -67,6 +67,12 @@ def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> di
     trainer.sampler.set_epoch(0)
     trainer.epoch_losses = []
     batches = iter(trainer.loader)
+    # The weights are memory-mapped from their safetensors file (no copy when the file's dtype is the run's)
+    # and become resident when first read: in the first step. They are the loaded model's memory, so they
+    # are read in here, before the loaded RSS is taken.
+    with torch.no_grad():
+        for p in trainer.decoder.parameters():
+            p.sum()
     trim_heap()
     loaded = _status_bytes("VmRSS")
     reset_peak()
