@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +166,9 @@ def first_step_rss(config: Config) -> float:
     from sidestep.train.memory_probe import trim_heap, write_dataset
     from sidestep.train.recipe import Trainer
 
-    key = f"{config.adapter_type}:{config.optimizer_type}:{config.gradient_checkpointing}:{config.checkpointing_policy}"
+    # One figure per adapter and optimizer: --fit-memory compares batch sizes and checkpointing ratios with it,
+    # so it must not change with them (the probe checkpoints, as the default run does).
+    key = f"{config.adapter_type}:{config.optimizer_type}"
     if key in _FIRST_STEP:
         return _FIRST_STEP[key]
     with tempfile.TemporaryDirectory(prefix="sidestep_forecast_") as tmp:
@@ -177,7 +178,7 @@ def first_step_rss(config: Config) -> float:
         probe = config.replace(
             checkpoint_dir=str(root), model_variant="turbo", base_model=None, dataset_dir=str(data),
             output_dir=str(root / "out"), log_dir=None, device="cpu", precision="fp32", devices=1, num_nodes=1,
-            init_adapter=None, resume_from=None, batch_size=1, gradient_accumulation=1, epochs=1, chunk_duration=0,
+            init_adapter=None, resume_from=None, batch_size=1, gradient_checkpointing=True, gradient_accumulation=1, epochs=1, chunk_duration=0,
             num_workers=0, quantize_base="none", compile=False, gradient_checkpointing_ratio=1.0, ema_decay=0.0,
             sample_every_n_epochs=0, sample_at_start=False, val_split=0.0, val_dataset_dir=None,
             learning_report=False, log_every=10**6, log_heavy_every=10**6)
@@ -206,7 +207,6 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.loader import build_modules
     from sidestep.adapters import build_adapter
-    from sidestep.model.checkpointing import checkpointed_blocks
     from sidestep.runtime import TORCH_DTYPE
 
     dtype = TORCH_DTYPE[precision]
@@ -228,7 +228,7 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
         baseline = current_rss()
     f.parts["baseline"] = baseline or 0.0
     if device.type == "cpu":  # first, so that what it loads is counted once, here, and not in the baseline
-        f.parts["first-step code"] = first_step_rss(config)
+        f.parts["first step, one-off"] = first_step_rss(config)
     weight_bytes = torch.finfo(dtype).bits // 8
     if config.quantize_base == "nf4":  # 4 bits per weight + one fp32 absmax per 64-weight block
         f.parts["weights"] = (base_params - block_linear) * weight_bytes + block_linear * (0.5 + 4 / 64)
