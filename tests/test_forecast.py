@@ -19,9 +19,10 @@ def test_2b_forecast_parts_on_cuda_bf16():
     assert f.parts["weights"] == decoder_params * 2
     lora = 24 * 2 * 64 * ((2048 + 2048) * 2 + (2048 + 1024) * 2)  # q,o: 2048->2048; k,v: 2048->1024
     assert f.notes["trainable_params"] == lora
-    assert f.parts["adapter+grads+optimizer"] == lora * 4 * 4
+    assert f.parts["adapter"] == lora * 4 and f.parts["optimizer state"] == lora * 4 * 2
+    assert f.increment == f.total - f.parts["weights"] - f.parts["adapter"]
     no_ckpt = forecast(Config(gradient_checkpointing=False), RELEASED_2B_CONFIG, torch.device("cuda"), "bf16", 1500)
-    assert no_ckpt.parts["activations"] > 5 * f.parts["activations"]
+    assert no_ckpt.parts["micro-batch"] > 5 * f.parts["micro-batch"]
     nf4 = forecast(Config(quantize_base="nf4"), RELEASED_2B_CONFIG, torch.device("cuda"), "bf16", frames=1500)
     assert 0.3 * f.parts["weights"] < nf4.parts["weights"] < 0.4 * f.parts["weights"]
 
@@ -37,5 +38,5 @@ def test_dry_run_prints_and_trains_nothing(tiny_root_readonly, tmp_path, capsys)
     assert main(["--plain", "fixed", "--checkpoint-dir", str(tiny_root_readonly), "--dataset-dir", str(dataset),
                  "--output-dir", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "Predicted peak memory" in text and "activations" in text and "total" in text
+    assert "Predicted peak memory" in text and "micro-batch" in text and "increment" in text and "total" in text
     assert not out.exists()

@@ -1,20 +1,30 @@
 """Predict a training run's peak memory without loading weights or data.
 
-Weights, adapter and optimizer state are counted from the shapes. Activations are measured,
-not guessed: one decoder block (with the run's adapter, attention and dtype) runs forward on
-the meta device at the run's batch shape while a saved-tensor hook adds up what autograd keeps
-for backward. Meta tensors have shapes but no storage, so this costs nothing. On the CPU the
-forecast adds this process's current resident memory (the libraries a training run also loads).
+Weights, adapter and optimizer state are counted from the shapes. Everything else one training
+micro-batch allocates is measured, not guessed: the batch, the noise, the decoder's forward (with
+the run's adapter, attention, dtype and checkpointing), the fp32 loss and the backward (recomputed
+blocks, gradients) run on the meta device at the run's shape while `LiveBytes` follows every
+storage's allocation and release and keeps the peak. Meta tensors have shapes but no storage, so
+this costs little. On the CPU the forecast adds this process's resident memory (the libraries a
+training run also loads) and what a first training step adds for good (`first_step_rss`).
+
+`Forecast.increment` is what the training steps add above the loaded, adapter-wrapped model;
+bench/memory_forecast.py and tests/test_forecast_accuracy.py compare it with a real run's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
-import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from sidestep.config import Config
 from sidestep.data.batching import LATENT_RATE
@@ -22,6 +32,7 @@ from sidestep.memory import current_rss
 
 GIB = 2**30
 # Optimizer state per trainable element, in units of the fp32 parameter.
+LOADED = ("baseline", "weights", "adapter")  # present before the first step: the rest is the increment
 OPTIMIZER_STATES = {"adamw": 2.0, "adamw8bit": 0.5, "adafactor": 0.05, "prodigy": 4.0}
 
 
@@ -34,21 +45,159 @@ class Forecast:
     def total(self) -> float:
         return sum(self.parts.values())
 
+    @property
+    def increment(self) -> float:
+        """What the training steps add above the loaded, adapter-wrapped model."""
+        return sum(v for k, v in self.parts.items() if k not in LOADED)
+
     def gib(self) -> dict[str, float]:
-        return {k: round(v / GIB, 3) for k, v in self.parts.items()} | {"total": round(self.total / GIB, 3)}
+        return {k: round(v / GIB, 3) for k, v in self.parts.items()} | {
+            "increment (above the loaded model)": round(self.increment / GIB, 3), "total": round(self.total / GIB, 3)}
 
 
-def _saved_bytes(block: torch.nn.Module, args: dict[str, Any]) -> tuple[float, float]:
-    """(bytes autograd saves for one block's backward, bytes of the block's output) on meta."""
-    seen: dict[int, int] = {}
+class LiveBytes(TorchDispatchMode):
+    """The bytes of tensor storages created under this mode that are still alive, and their peak.
 
-    def pack(t: torch.Tensor):
-        seen[id(t)] = t.numel() * t.element_size()
-        return t
+    Every op's outputs are looked at; a storage seen for the first time is counted until it is freed
+    (a weak reference to it; torch keeps one Python object per storage). Views and in-place results
+    share a counted storage, and so do views of tensors made before (the weights). On meta this is exactly the allocator's live bytes of the same code on
+    a real device, without the allocator's rounding."""
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = block(**args)
-    return float(sum(seen.values())), float(out.numel() * out.element_size())
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.now = self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # an output sharing an input's storage (a view: the weights' transposes, in-place ops) allocates nothing
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key = storage._cdata
+                if key not in self.live and key not in inputs:
+                    self.live[key] = storage.nbytes()
+                    self.now += self.live[key]
+                    weakref.finalize(storage, self._free, key)
+                    self.peak = max(self.peak, self.now)
+        return out
+
+
+@contextlib.contextmanager
+def _fused_attention_on_meta():
+    """SDPA on meta as the CPU runs it. On the meta device SDPA picks its unfused math path, which keeps
+    [L, S] attention weights; the CPU (and CUDA) run a fused kernel that keeps only the output and a
+    [B, H, L] logsumexp, natively for grouped KV heads, and turns a bool mask into a float one first."""
+    original = F.scaled_dot_product_attention
+
+    def fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        q, k, v = query, key, value
+        if q.device.type != "meta":
+            return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                            enable_gqa=enable_gqa)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            attn_mask = torch.where(attn_mask, torch.zeros((), dtype=q.dtype, device=q.device),
+                                    torch.full((), float("-inf"), dtype=q.dtype, device=q.device))
+        out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)
+        return out
+
+    F.scaled_dot_product_attention = fused
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[str, Any], batch: int, frames: int,
+                  cond_tokens: int, dtype: torch.dtype) -> float:
+    """Peak live bytes of one micro-batch on meta: the collated batch, the noise draws, the forward (checkpointed
+    as configured), the fp32 loss and the backward, which allocates the adapter's gradients. This mirrors
+    `flow_matching_loss` (objective.py), whose random draws need generators the meta device lacks."""
+    from sidestep.train.losses import element_loss
+
+    D = model_config["hidden_size"]
+    tracker = LiveBytes()
+    with _fused_attention_on_meta(), tracker:
+        empty = functools.partial(torch.empty, device="meta", dtype=dtype)
+        # pad_collate's batch (data/dataset.py): latents, masks, condition, per-sample loss weights
+        x0, context = empty(batch, frames, 64), empty(batch, frames, 128)
+        mask, condition = empty(batch, frames), empty(batch, cond_tokens, D)
+        cond_mask = torch.empty(batch, cond_tokens, dtype=torch.bool, device="meta")
+        weight_num = weight_den = torch.empty(batch, dtype=torch.long, device="meta")
+        noise, t = empty(batch, frames, 64), empty(batch)
+        keep = torch.empty(batch, dtype=torch.bool, device="meta")
+        condition = torch.where(keep.view(-1, 1, 1), condition, empty(1, 1, D).expand_as(condition))
+        x_t = t.view(-1, 1, 1) * noise + (1.0 - t.view(-1, 1, 1)) * x0
+        x_t.requires_grad_(config.gradient_checkpointing)
+        v_pred = decoder(hidden_states=x_t, timestep=t, timestep_r=t, encoder_hidden_states=condition,
+                         context_latents=context).sample
+        error = element_loss(v_pred.float(), (noise - x0).float(), config.loss_fn, config.huber_delta)
+        loss = (error.mean(dim=(1, 2)) * weight_num.float() / weight_den.float()).sum()
+        del v_pred, error, mask, cond_mask
+        loss.backward()
+    return float(tracker.peak)
+
+
+_FIRST_STEP: dict[str, float] = {}
+# The first step's one-off memory grows with the length up to a few hundred frames (torch takes its large-problem
+# GEMM and attention code paths and their buffers), then stays: measured 21 MB at 64 frames, 36 MB at 750, 1500
+# and 3000 (tiny decoder, CPU). The probe runs at 750, in the flat part, whatever the run's length.
+PROBE_FRAMES = 750
+
+
+def first_step_rss(config: Config) -> float:
+    """Resident memory a process's first training step adds for good, on the CPU: measured once per process by
+    one real step of the Trainer (the run's adapter, optimizer and checkpointing) on the tiny decoder
+    (sidestep.model.configs.TINY_DIT_CONFIG) and one `PROBE_FRAMES` sample, a shape fixed whatever the run's.
+    That step runs the code the run's first step runs: the pages of torch's (and the loader's, Fabric's)
+    code it executes are read in (file-backed resident memory, ~35 MB), and state made on first use
+    (kernels' and the autograd engine's buffers, modules imported on first use) stays. None of it scales
+    with the model or the batch, and all of it lands above the loaded model's resident memory."""
+    import tempfile
+    from pathlib import Path
+
+    from sidestep.model.configs import TINY_DIT_CONFIG
+    from sidestep.model.tiny import write_dit_folder
+    from sidestep.train.memory_probe import trim_heap, write_dataset
+    from sidestep.train.recipe import Trainer
+
+    # One figure per adapter and optimizer: --fit-memory compares batch sizes and checkpointing ratios with it,
+    # so it must not change with them (the probe checkpoints, as the default run does).
+    key = f"{config.adapter_type}:{config.optimizer_type}"
+    if key in _FIRST_STEP:
+        return _FIRST_STEP[key]
+    with tempfile.TemporaryDirectory(prefix="sidestep_forecast_") as tmp:
+        root = Path(tmp)
+        write_dit_folder(root / "acestep-v15-turbo", TINY_DIT_CONFIG)
+        data = write_dataset(root / "data", 1, PROBE_FRAMES, 16, TINY_DIT_CONFIG["hidden_size"])
+        probe = config.replace(
+            checkpoint_dir=str(root), model_variant="turbo", base_model=None, dataset_dir=str(data),
+            output_dir=str(root / "out"), log_dir=None, device="cpu", precision="fp32", devices=1, num_nodes=1,
+            init_adapter=None, resume_from=None, batch_size=1, gradient_checkpointing=True, gradient_accumulation=1, epochs=1, chunk_duration=0,
+            num_workers=0, quantize_base="none", compile=False, gradient_checkpointing_ratio=1.0, ema_decay=0.0,
+            sample_every_n_epochs=0, sample_at_start=False, val_split=0.0, val_dataset_dir=None,
+            learning_report=False, log_every=10**6, log_heavy_every=10**6)
+        trainer = Trainer(probe, "fixed", quiet=True)
+        trainer.sampler.set_epoch(0)
+        trainer.epoch_losses = []
+        batches = iter(trainer.loader)
+        with torch.no_grad():  # its weights resident first, as measure_increment does (they are not code)
+            for p in trainer.decoder.parameters():
+                p.sum()
+        trim_heap()
+        before = current_rss() or 0.0
+        loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
+        trainer.optimizer_step(0, loss, not finite, 0)
+        trainer.monitor.close()
+        del trainer, batches
+        trim_heap()
+        _FIRST_STEP[key] = max((current_rss() or 0.0) - before, 0.0)
+    return _FIRST_STEP[key]
 
 
 def forecast(config: Config, model_config: dict[str, Any], device: torch.device, precision: str,
@@ -58,13 +207,13 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
     from sidestep.model.attention import use_fast_attention
     from sidestep.model.loader import build_modules
     from sidestep.adapters import build_adapter
-    from sidestep.model.checkpointing import checkpointed_blocks
     from sidestep.runtime import TORCH_DTYPE
 
     dtype = TORCH_DTYPE[precision]
     if config.chunk_duration > 0:
         frames = min(frames, round(config.chunk_duration * LATENT_RATE))
-    decoder = build_modules(model_config)["transformer"].to(dtype=dtype)  # meta: shapes only
+    # meta: shapes only; frozen, as the loader leaves it (the adapter unfreezes its own weights)
+    decoder = build_modules(model_config)["transformer"].to(dtype=dtype).requires_grad_(False)
     base_params = sum(p.numel() for p in decoder.parameters())
     block_linear = sum(m.weight.numel() for layer in decoder.layers for m in layer.modules()
                        if type(m) is torch.nn.Linear)  # what --quantize-base nf4 turns into 4-bit
@@ -78,33 +227,26 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
             importlib.import_module(module)
         baseline = current_rss()
     f.parts["baseline"] = baseline or 0.0
+    if device.type == "cpu":  # first, so that what it loads is counted once, here, and not in the baseline
+        f.parts["first step, one-off"] = first_step_rss(config)
     weight_bytes = torch.finfo(dtype).bits // 8
     if config.quantize_base == "nf4":  # 4 bits per weight + one fp32 absmax per 64-weight block
         f.parts["weights"] = (base_params - block_linear) * weight_bytes + block_linear * (0.5 + 4 / 64)
     else:
         f.parts["weights"] = base_params * weight_bytes
     state = OPTIMIZER_STATES.get(config.optimizer_type, 2.0)
-    f.parts["adapter+grads+optimizer"] = trainable * 4 * (2 + state)
+    f.parts["adapter"] = trainable * 4
 
-    # Activations of one block at the run's shape, measured on meta.
-    B, D = config.batch_size, model_config["hidden_size"]
-    Tp = math.ceil(frames / model_config["patch_size"])
-    block = decoder.layers[0]
-    block.train()
-    x = torch.empty(B, Tp, D, device="meta", dtype=dtype, requires_grad=True)
-    rope = (torch.empty(Tp, model_config["head_dim"], device="meta", dtype=dtype),) * 2
-    args = dict(hidden_states=x, position_embeddings=rope, temb=torch.empty(B, 6, D, device="meta", dtype=dtype),
-                attention_mask=None, encoder_hidden_states=torch.empty(B, cond_tokens, D, device="meta", dtype=dtype))
-    per_block, block_io = _saved_bytes(block, args)
-    layers = model_config["num_hidden_layers"]
-    count = checkpointed_blocks(layers, config.gradient_checkpointing_ratio) if config.gradient_checkpointing else 0
-    # A checkpointed block keeps its input (selective: also its matmul outputs, counted here as the whole
-    # block: an upper bound); the others keep everything; one block at a time is recomputed in full.
-    kept = block_io if config.checkpointing_policy == "full" else per_block
-    f.parts["activations"] = count * kept + (layers - count) * per_block + (per_block if count else 0)
-    # backward of one block: gradients of its intermediates, of the running activation, and the
-    # loss's fp32 tensors (prediction, noise, target)
-    f.parts["backward transient"] = per_block + 2 * block_io + 6 * B * frames * 64 * 4
-    f.notes.update(trainable_params=trainable, base_params=base_params, frames=frames, batch=B, precision=precision,
-                   per_block_saved_gib=round(per_block / GIB, 4))
+    # Everything one micro-batch allocates, run on meta through the real decoder with its adapter,
+    # attention and checkpointing; the adapter's gradients are among it.
+    from sidestep.model.checkpointing import enable_checkpointing
+
+    B = config.batch_size
+    if config.gradient_checkpointing:
+        enable_checkpointing(decoder, config.gradient_checkpointing_ratio, config.checkpointing_policy)
+    decoder.train()
+    step = _step_on_meta(decoder, config, model_config, B, frames, cond_tokens, dtype)
+    f.parts["optimizer state"] = trainable * 4 * state
+    f.parts["micro-batch"] = step
+    f.notes.update(trainable_params=trainable, base_params=base_params, frames=frames, batch=B, precision=precision)
     return f

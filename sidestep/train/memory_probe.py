@@ -1,0 +1,85 @@
+"""Measure what a training run adds above its loaded model, on the CPU (Linux): the forecast's check.
+
+`measure_increment(config)` builds the run's `Trainer` (model loaded, adapter attached, data and
+optimizer set up), trims the heap (glibc `malloc_trim(0)`, so freed-but-kept heap neither hides nor
+fakes growth), reads the resident memory, resets the high-water mark (`5` into /proc/self/clear_refs
+resets VmHWM), runs a few optimizer steps through the Trainer's own `forward_backward` and
+`optimizer_step`, and returns VmHWM - that resident memory. Call it in a fresh process per setting
+(multiprocessing "spawn"): earlier settings' heap would otherwise be reused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sidestep.config import Config
+
+
+def _status_bytes(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(int(line.split()[1]) * 1024)
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the system (glibc; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reset_peak() -> None:
+    """Start a new VmHWM (Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def write_dataset(folder: Path, n: int, frames: int, cond: int, hidden: int, seed: int = 0) -> Path:
+    """`n` preprocessed samples of `frames` latent frames and `cond` condition tokens (as preprocessing writes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    names = []
+    for i in range(n):
+        torch.save({"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
+                    "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
+                    "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
+                    "context_latents": torch.randn(frames, 128, generator=g),
+                    "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}}, folder / f"s{i}.pt")
+        names.append(f"s{i}.pt")
+    (folder / "manifest.json").write_text(json.dumps(
+        {"metadata": {"name": "probe", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
+    return folder
+
+
+def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> dict[str, Any]:
+    """{"loaded": RSS after setup, "peak": VmHWM during `steps` optimizer steps, "increment": their difference}
+    in bytes. The dataset must hold at least `steps` batches."""
+    from sidestep.train.recipe import Trainer
+
+    trainer = Trainer(config, mode, quiet=True)
+    trainer.sampler.set_epoch(0)
+    trainer.epoch_losses = []
+    batches = iter(trainer.loader)
+    # The weights are memory-mapped from their safetensors file (no copy when the file's dtype is the run's)
+    # and become resident when first read: in the first step. They are the loaded model's memory, so they
+    # are read in here, before the loaded RSS is taken.
+    with torch.no_grad():
+        for p in trainer.decoder.parameters():
+            p.sum()
+    trim_heap()
+    loaded = _status_bytes("VmRSS")
+    reset_peak()
+    started = time.perf_counter()
+    for _ in range(steps):
+        loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
+        trainer.optimizer_step(0, loss, not finite, 0)
+    peak = _status_bytes("VmHWM")
+    return {"loaded": loaded, "peak": peak, "increment": peak - loaded, "steps": trainer.global_step,
+            "seconds_per_step": (time.perf_counter() - started) / steps}
