@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))
 # A mid-sized DiT config (36 M parameters) kept in the repository with the test data (reference/README.md).
 MEDIUM_CONFIG = ROOT / "reference" / "medium-config.json"
 
+from sidestep.memory import reset_peak, status_bytes, trim_heap  # noqa: E402  (re-exported for the scripts)
+
 
 def machine() -> str:
     if torch.cuda.is_available():
@@ -29,39 +31,13 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _status_gib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
 def current_rss_gib() -> float:
-    return _status_gib("VmRSS")
-
-
-def trim_heap() -> None:
-    """Hand freed heap back to the OS (glibc), so RSS reflects what is alive, not what malloc kept."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def reset_peak() -> bool:
-    """Start a new high-water mark (Linux: `5` into /proc/self/clear_refs resets VmHWM)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+    return status_bytes("VmRSS") / 2**30
 
 
 def phase_peak_gib() -> float:
     """Peak RSS since the last `reset_peak()`."""
-    return _status_gib("VmHWM")
+    return status_bytes("VmHWM") / 2**30
 
 
 def pick_device(name: str) -> torch.device:

@@ -42,6 +42,38 @@ def current_rss() -> float | None:
     return float(info.rss) if info is not None else peak_rss()
 
 
+def trim_heap() -> None:
+    """Hand freed C-heap memory back to the OS (glibc; nothing to do elsewhere). glibc keeps what a
+    process freed for reuse, so without this RSS would not go down after large frees."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
+
+
+def status_bytes(field: str) -> float:
+    """A memory field of /proc/self/status (Linux), e.g. VmRSS or VmHWM, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(int(line.split()[1]) * 1024)
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def reset_peak() -> bool:
+    """Start a new high-water mark (Linux: `5` into /proc/self/clear_refs resets VmHWM); False when it can't."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 # glibc mallopt parameter (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024
@@ -57,8 +89,9 @@ def release_freed_tensors() -> bool:
     live tensors and depends on the order of frees. Setting the threshold turns that raising off, so
     resident memory follows the live tensors the forecast counts. 32 KiB, not glibc's initial 128 KiB:
     a batch-1 step of a small model (tiny config: [375, 64] fp32 = 96 KiB) makes most of its tensors
-    between the two, and the heap kept ~14 MB of them (measured); a big model's tensors are far above
-    either. Each such block costs an mmap and its page faults, small beside the matmuls that fill it."""
+    between the two, and the heap kept ~14 MB of them (measured).
+    Only the memory probe (sidestep/train/memory_probe.py) calls it, never training: every such block
+    then costs an mmap and its page faults, which made a CPU step 18-37% slower (bench/RESULTS.md)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -14,7 +14,6 @@ tensors bit-identical to an uninterrupted run.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import gc
 import hashlib
@@ -23,7 +22,6 @@ import json
 import logging
 import math
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -44,6 +42,7 @@ from sidestep.data.metadata import DatasetMeta, SampleMeta, match_entries, read_
 from sidestep.data.prompts import caption_from_filename, genre_subset, sample_prompt, training_lyrics
 from sidestep.data.manifest import MANIFEST
 from sidestep.errors import SidestepError
+from sidestep.memory import trim_heap
 from sidestep.guards import check_output_folder
 from sidestep.io import WriteError, atomic_write_bytes, atomic_write_text, json_text, write_error
 from sidestep.model import discovery
@@ -464,11 +463,7 @@ def _free_models() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
-            pass
+    trim_heap()
 
 
 def _save_tensors(path: Path, data: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ the run's adapter, attention, dtype and checkpointing), the fp32 loss and the ba
 blocks, gradients) run on the meta device at the run's shape while `LiveBytes` follows every
 storage's allocation and release and keeps the peak. Meta tensors have shapes but no storage, so
 this costs little. On the CPU the forecast adds this process's resident memory (the libraries a
-training run also loads) and what a first training step adds for good (`first_step_rss`).
+training run also loads) and what a first training step adds for good (`FIRST_STEP_CPU`).
 
 `Forecast.increment` is what the training steps add above the loaded, adapter-wrapped model;
 bench/memory_forecast.py and tests/test_forecast_accuracy.py compare it with a real run's.
@@ -143,61 +143,12 @@ def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[s
     return float(tracker.peak)
 
 
-_FIRST_STEP: dict[str, float] = {}
-# The first step's one-off memory grows with the length up to a few hundred frames (torch takes its large-problem
-# GEMM and attention code paths and their buffers), then stays: measured 21 MB at 64 frames, 36 MB at 750, 1500
-# and 3000 (tiny decoder, CPU). The probe runs at 750, in the flat part, whatever the run's length.
-PROBE_FRAMES = 750
-
-
-def first_step_rss(config: Config) -> float:
-    """Resident memory a process's first training step adds for good, on the CPU: measured once per process by
-    one real step of the Trainer (the run's adapter, optimizer and checkpointing) on the tiny decoder
-    (sidestep.model.configs.TINY_DIT_CONFIG) and one `PROBE_FRAMES` sample, a shape fixed whatever the run's.
-    That step runs the code the run's first step runs: the pages of torch's (and the loader's, Fabric's)
-    code it executes are read in (file-backed resident memory, ~35 MB), and state made on first use
-    (kernels' and the autograd engine's buffers, modules imported on first use) stays. None of it scales
-    with the model or the batch, and all of it lands above the loaded model's resident memory."""
-    import tempfile
-    from pathlib import Path
-
-    from sidestep.model.configs import TINY_DIT_CONFIG
-    from sidestep.model.tiny import write_dit_folder
-    from sidestep.train.memory_probe import trim_heap, write_dataset
-    from sidestep.train.recipe import Trainer
-
-    # One figure per adapter and optimizer: --fit-memory compares batch sizes and checkpointing ratios with it,
-    # so it must not change with them (the probe checkpoints, as the default run does).
-    key = f"{config.adapter_type}:{config.optimizer_type}"
-    if key in _FIRST_STEP:
-        return _FIRST_STEP[key]
-    with tempfile.TemporaryDirectory(prefix="sidestep_forecast_") as tmp:
-        root = Path(tmp)
-        write_dit_folder(root / "acestep-v15-turbo", TINY_DIT_CONFIG)
-        data = write_dataset(root / "data", 1, PROBE_FRAMES, 16, TINY_DIT_CONFIG["hidden_size"])
-        probe = config.replace(
-            checkpoint_dir=str(root), model_variant="turbo", base_model=None, dataset_dir=str(data),
-            output_dir=str(root / "out"), log_dir=None, device="cpu", precision="fp32", devices=1, num_nodes=1,
-            init_adapter=None, resume_from=None, batch_size=1, gradient_checkpointing=True, gradient_accumulation=1, epochs=1, chunk_duration=0,
-            num_workers=0, quantize_base="none", compile=False, gradient_checkpointing_ratio=1.0, ema_decay=0.0,
-            sample_every_n_epochs=0, sample_at_start=False, val_split=0.0, val_dataset_dir=None,
-            learning_report=False, log_every=10**6, log_heavy_every=10**6)
-        trainer = Trainer(probe, "fixed", quiet=True)
-        trainer.sampler.set_epoch(0)
-        trainer.epoch_losses = []
-        batches = iter(trainer.loader)
-        with torch.no_grad():  # its weights resident first, as measure_increment does (they are not code)
-            for p in trainer.decoder.parameters():
-                p.sum()
-        trim_heap()
-        before = current_rss() or 0.0
-        loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
-        trainer.optimizer_step(0, loss, not finite, 0)
-        trainer.monitor.close()
-        del trainer, batches
-        trim_heap()
-        _FIRST_STEP[key] = max((current_rss() or 0.0) - before, 0.0)
-    return _FIRST_STEP[key]
+# What a process's first training step adds to its resident memory for good, on the CPU: the pages of
+# torch's code it executes for the first time (backward kernels, the optimizer, the large-problem GEMM and
+# attention paths) and state made on first use. It does not scale with the model or the batch. Measured with
+# sidestep/train/memory_probe.py (x86_64 Linux, torch 2.11, tiny decoder, LoRA + AdamW): 36 MB from 750
+# frames up (21 MB at 64 frames); tests/test_forecast_accuracy.py fails if it is dropped or grows.
+FIRST_STEP_CPU = 36e6
 
 
 def forecast(config: Config, model_config: dict[str, Any], device: torch.device, precision: str,
@@ -228,7 +179,7 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
         baseline = current_rss()
     f.parts["baseline"] = baseline or 0.0
     if device.type == "cpu":  # first, so that what it loads is counted once, here, and not in the baseline
-        f.parts["first step, one-off"] = first_step_rss(config)
+        f.parts["first step, one-off"] = FIRST_STEP_CPU
     weight_bytes = torch.finfo(dtype).bits // 8
     if config.quantize_base == "nf4":  # 4 bits per weight + one fp32 absmax per 64-weight block
         f.parts["weights"] = (base_params - block_linear) * weight_bytes + block_linear * (0.5 + 4 / 64)

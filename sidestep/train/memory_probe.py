@@ -10,7 +10,6 @@ resets VmHWM), runs a few optimizer steps through the Trainer's own `forward_bac
 
 from __future__ import annotations
 
-import ctypes
 import json
 import time
 from pathlib import Path
@@ -19,26 +18,7 @@ from typing import Any
 import torch
 
 from sidestep.config import Config
-
-
-def _status_bytes(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return float(int(line.split()[1]) * 1024)
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def trim_heap() -> None:
-    """Return the heap's free pages to the system (glibc; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def reset_peak() -> None:
-    """Start a new VmHWM (Linux)."""
-    Path("/proc/self/clear_refs").write_text("5")
+from sidestep.memory import release_freed_tensors, reset_peak, status_bytes, trim_heap
 
 
 def write_dataset(folder: Path, n: int, frames: int, cond: int, hidden: int, seed: int = 0) -> Path:
@@ -63,6 +43,7 @@ def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> di
     in bytes. The dataset must hold at least `steps` batches."""
     from sidestep.train.recipe import Trainer
 
+    release_freed_tensors()  # this process's RSS then follows its live tensors (sidestep/memory.py)
     trainer = Trainer(config, mode, quiet=True)
     trainer.sampler.set_epoch(0)
     trainer.epoch_losses = []
@@ -74,12 +55,12 @@ def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> di
         for p in trainer.decoder.parameters():
             p.sum()
     trim_heap()
-    loaded = _status_bytes("VmRSS")
+    loaded = status_bytes("VmRSS")
     reset_peak()
     started = time.perf_counter()
     for _ in range(steps):
         loss, finite = trainer.forward_backward(next(batches), 0, 1, sync=True)
         trainer.optimizer_step(0, loss, not finite, 0)
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     return {"loaded": loaded, "peak": peak, "increment": peak - loaded, "steps": trainer.global_step,
             "seconds_per_step": (time.perf_counter() - started) / steps}

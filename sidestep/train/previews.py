@@ -17,12 +17,10 @@ the first use.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import json
 import math
 import re
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,6 +28,7 @@ from typing import Any, Iterator
 import torch
 
 from sidestep.errors import SidestepError
+from sidestep.memory import trim_heap
 from sidestep.generate import (INSTRUMENTAL, Conditioning, SamplerSettings, has_adapter,
                                adapter_strength, decode_latents, encode_condition, encode_text, latent_length,
                                sample_latents, sampler_settings, unwrap_decoder, write_wav)
@@ -119,24 +118,13 @@ def make_prompts(prompts: list[str] | list[PreviewPrompt] | None = None, lyrics:
     return items
 
 
-def _malloc_trim() -> None:
-    """Hand freed heap memory back to the OS (glibc). Without it the memory training activations
-    freed stays resident, and a preview's large buffers (mmap-allocated) come on top of it."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def free_memory(device: torch.device | None = None) -> None:
     """Collect garbage and return cached memory: the CUDA cache on GPUs, the C heap on CPUs."""
     gc.collect()
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         torch.cuda.empty_cache()
     if device is None or device.type == "cpu":
-        _malloc_trim()
+        trim_heap()
 
 
 def _vae_latents_per_second(vae_dir: Path) -> float:

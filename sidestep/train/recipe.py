@@ -33,7 +33,6 @@ from sidestep.data.dataset import PreprocessedDataset, pad_collate
 from sidestep.data.manifest import check_made_for, read_manifest
 from sidestep.errors import SidestepError
 from sidestep.io import write_error
-from sidestep.memory import release_freed_tensors
 from sidestep.model import discovery
 from sidestep.model.attention import use_fast_attention
 from sidestep.model.checkpointing import enable_checkpointing
@@ -144,8 +143,6 @@ class Trainer:
         """The decoder in the compute dtype, frozen, with the adapter injected; the condition encoder
         only lends its learned null embedding (CFG dropout's target)."""
         config, device = self.config, self.runtime.device
-        if device.type == "cpu":
-            release_freed_tensors()  # resident memory follows the live tensors (sidestep/memory.py)
         dit = load_model_dit(self.model.entry, device=device, dtype=self.runtime.compute_dtype,
                              with_condition_encoder=False)
         decoder, self.null_condition_emb = dit.transformer, dit.null_condition_emb.detach().clone().to(device)
