@@ -20,7 +20,7 @@ def test_speed_model_prefers_big_batches_few_recomputes_and_no_nf4():
     assert fit.relative_speed(4, 0.5, "full", "nf4") == pytest.approx(4 / (0.5 + 4 * 2.9 / 2.4 * 1.15))
 
 
-def test_the_choice_is_the_fastest_that_fits(tiny_root_readonly):
+def test_the_choice_is_the_fastest_that_fits(tiny_root_readonly, monkeypatch):
     model_config = read_dit_config(tiny_root_readonly / "acestep-v15-turbo")
     config = Config(checkpoint_dir=str(tiny_root_readonly), rank=4, alpha=8)
     options = fit.candidates(config, model_config, torch.device("cpu"), "fp32", frames=400)
@@ -35,6 +35,13 @@ def test_the_choice_is_the_fastest_that_fits(tiny_root_readonly):
     assert all(c.speed <= chosen.speed for c in options if c.fits(budget))
     applied = fit.apply(config, chosen)
     assert (applied.batch_size, applied.gradient_checkpointing) == (chosen.batch_size, chosen.ratio > 0)
+    # without the table, forecasting stops at the first setting that fits: the same choice (the process's RSS,
+    # which every CPU forecast adds, held still so that the two searches see the same baseline)
+    monkeypatch.setattr("sidestep.train.forecast.current_rss", lambda: 0.5 * 2**30)
+    options = fit.candidates(config, model_config, torch.device("cpu"), "fp32", frames=400)
+    for b in (1e6, budget, budget / 2 + 0.25):
+        fast = fit.fastest_fitting(config, model_config, torch.device("cpu"), "fp32", 400, b)
+        assert fast == fit.choose(options, b), b
     with pytest.raises(SidestepError, match=r"--fit-memory 0.001: no setting fits \(the smallest, batch 1 with "
                                             r"every block checkpointed, needs [\d.]+ GiB\)"):
         fit.choose(options, 0.001)

@@ -178,10 +178,10 @@ def fit_memory(config: Config, show_table: bool = False) -> Config:
     from sidestep.train import fit
 
     model_config, frames, runtime = _forecast_inputs(config)
-    options = fit.candidates(config, model_config, runtime.device, runtime.precision, frames)
-    choice = fit.choose(options, config.fit_memory)
     console = get_console()
     if show_table:
+        options = fit.candidates(config, model_config, runtime.device, runtime.precision, frames)
+        choice = fit.choose(options, config.fit_memory)
         table = Table(title=f"Settings forecast for --fit-memory {config.fit_memory:g} GiB on {runtime.device}, "
                             f"{frames} frames (fastest first)")
         for column in ("batch", "checkpointed", "base", "GiB", "speed", ""):
@@ -190,6 +190,9 @@ def fit_memory(config: Config, show_table: bool = False) -> Config:
             mark = "chosen" if c == choice else ("fits" if c.fits(config.fit_memory) else "too big")
             table.add_row(str(c.batch_size), f"{c.ratio:.0%}", c.quantize, f"{c.gib:.2f}", f"{c.speed:.3f}", mark)
         console.print(table)
+    else:
+        choice = fit.fastest_fitting(config, model_config, runtime.device, runtime.precision, frames,
+                                     config.fit_memory)
     console.print(f"--fit-memory {config.fit_memory:g} GiB: batch {choice.batch_size}, {choice.ratio:.0%} of the "
                   f"blocks checkpointed, base {choice.quantize}; forecast {choice.gib:.2f} GiB", highlight=False)
     return fit.apply(config, choice)

@@ -52,34 +52,67 @@ def relative_speed(batch_size: int, share: float, policy: str, quantize: str) ->
     return batch_size / (STEP_OVERHEAD + batch_size * per_sample)
 
 
+def _settings(config: Config, model_config: dict[str, Any], device: torch.device) -> list[tuple[int, float, str, float]]:
+    """Every (batch, ratio, quantization) setting with its relative speed, fastest first (no forecast needed)."""
+    quantizations = ("none", "nf4") if device.type == "cuda" else ("none",)  # bitsandbytes 4-bit is CUDA only
+    layers = model_config["num_hidden_layers"]
+    found = [(batch, ratio, quantize, relative_speed(batch, checkpointed_blocks(layers, ratio) / layers,
+                                                     config.checkpointing_policy, quantize))
+             for quantize in quantizations for batch in BATCHES for ratio in RATIOS]
+    return sorted(found, key=lambda s: -s[3])
+
+
+class _Forecaster:
+    """Forecasts of one run's settings; the process's baseline memory is measured once for all of them."""
+
+    def __init__(self, config: Config, model_config: dict[str, Any], device: torch.device, precision: str,
+                 frames: int):
+        self.config, self.model_config, self.device, self.precision, self.frames = \
+            config, model_config, device, precision, frames
+        self.baseline: float | None = None
+
+    def __call__(self, batch: int, ratio: float, quantize: str, speed: float) -> Candidate:
+        trial = apply(self.config, Candidate(batch, ratio, quantize, 0.0, speed))
+        f = forecast(trial, self.model_config, self.device, self.precision, self.frames, baseline=self.baseline)
+        self.baseline = f.parts["baseline"]
+        return Candidate(batch, ratio, quantize, f.total / GIB, speed)
+
+
 def candidates(config: Config, model_config: dict[str, Any], device: torch.device, precision: str,
                frames: int) -> list[Candidate]:
-    """Every (batch, ratio, quantization) setting with its forecast and speed, fastest first."""
-    quantizations = ("none", "nf4") if device.type == "cuda" else ("none",)  # bitsandbytes 4-bit is CUDA only
-    found, baseline = [], None
-    layers = model_config["num_hidden_layers"]
-    for quantize in quantizations:
-        for batch in BATCHES:
-            for ratio in RATIOS:
-                trial = config.replace(batch_size=batch, gradient_checkpointing=ratio > 0,
-                                       gradient_checkpointing_ratio=ratio or 1.0, quantize_base=quantize)
-                f = forecast(trial, model_config, device, precision, frames, baseline=baseline)
-                baseline = f.parts["baseline"]  # measured once: the same process for every trial
-                share = checkpointed_blocks(layers, ratio) / layers
-                found.append(Candidate(batch, ratio, quantize, f.total / GIB,
-                                       relative_speed(batch, share, config.checkpointing_policy, quantize)))
-    return sorted(found, key=lambda c: (-c.speed, c.gib))
+    """Every setting with its forecast and speed, fastest first (the --dry-run table)."""
+    forecaster = _Forecaster(config, model_config, device, precision, frames)
+    return sorted((forecaster(*s) for s in _settings(config, model_config, device)), key=lambda c: (-c.speed, c.gib))
 
 
 def choose(options: list[Candidate], budget: float) -> Candidate:
     fitting = [c for c in options if c.fits(budget)]
     if not fitting:
-        smallest = min(options, key=lambda c: c.gib)
-        raise SidestepError(f"--fit-memory {budget:g}: no setting fits (the smallest, batch 1 with every block "
-                            f"checkpointed{' and nf4' if smallest.quantize == 'nf4' else ''}, needs "
-                            f"{smallest.gib:.2f} GiB); use --chunk-duration to train on shorter crops, or a "
-                            "smaller --rank")
+        raise _nothing_fits(budget, min(options, key=lambda c: c.gib))
     return fitting[0]
+
+
+def fastest_fitting(config: Config, model_config: dict[str, Any], device: torch.device, precision: str,
+                    frames: int, budget: float) -> Candidate:
+    """`choose(candidates(...), budget)` forecasting only as far as needed: settings in speed order until one
+    fits (a forecast simulates a whole micro-batch, about 2 s for the 2B decoder)."""
+    forecaster = _Forecaster(config, model_config, device, precision, frames)
+    settings = _settings(config, model_config, device)
+    tried = []
+    for i, setting in enumerate(settings):
+        tried.append(forecaster(*setting))
+        if tried[-1].fits(budget):
+            # settings of equal speed: the one that needs less memory, as `choose` orders them
+            ties = [forecaster(*s) for s in settings[i + 1:] if s[3] == setting[3]]
+            return min([tried[-1], *[c for c in ties if c.fits(budget)]], key=lambda c: c.gib)
+    raise _nothing_fits(budget, min(tried, key=lambda c: c.gib))
+
+
+def _nothing_fits(budget: float, smallest: Candidate) -> SidestepError:
+    return SidestepError(f"--fit-memory {budget:g}: no setting fits (the smallest, batch 1 with every block "
+                         f"checkpointed{' and nf4' if smallest.quantize == 'nf4' else ''}, needs "
+                         f"{smallest.gib:.2f} GiB); use --chunk-duration to train on shorter crops, or a "
+                         "smaller --rank")
 
 
 def apply(config: Config, choice: Candidate) -> Config:
