@@ -389,9 +389,10 @@ def test_xl_forecast_and_the_16_and_10_gib_targets():
     assert f.notes["base_params"] == decoder_params and f.parts["weights"] == decoder_params * 2
     lora = 32 * 2 * 64 * ((2560 + 4096) * 2 + (2560 + 1024) * 2)  # q: 2560->4096, o: 4096->2560; k, v: 2560->1024
     assert f.notes["trainable_params"] == lora == 83_886_080
-    assert 10 * GIB < f.total < 15 * GIB  # 16 GiB with room for the CUDA context
+    assert f.parts["micro-batch"] > 0.5 * GIB  # a 60 s clip's activations, recomputed block and gradients
+    assert 8 * GIB < f.total < 15 * GIB  # 16 GiB with room for the CUDA context (README: 9.4 GiB)
     nf4 = forecast(Config(quantize_base="nf4"), RELEASED_XL_CONFIG, torch.device("cuda"), "bf16", frames=1500)
-    assert 5 * GIB < nf4.total < 9 * GIB  # 10 GiB with room for the CUDA context
+    assert 3 * GIB < nf4.total < 9 * GIB and nf4.increment == f.increment  # 10 GiB with room (README: 3.9 GiB)
     two_b = forecast(Config(), RELEASED_2B_CONFIG, torch.device("cuda"), "bf16", frames=1500)
     assert f.total > 1.5 * two_b.total
 

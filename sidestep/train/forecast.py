@@ -120,7 +120,8 @@ def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[s
     `flow_matching_loss` (objective.py), whose random draws need generators the meta device lacks."""
     from sidestep.train.losses import element_loss
 
-    D = model_config["hidden_size"]
+    # the condition comes at the condition encoder's width (XL: 2048 into a 2560-wide decoder)
+    D = model_config.get("encoder_hidden_size") or model_config["hidden_size"]
     tracker = LiveBytes()
     with _fused_attention_on_meta(), tracker:
         empty = functools.partial(torch.empty, device="meta", dtype=dtype)
