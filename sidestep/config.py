@@ -179,7 +179,7 @@ class Config:
                         "makes shapes static on CUDA)")
     fit_memory: float = opt(0.0, "Training", "How much GPU memory do you have, in GiB? Picks the batch size, "
                             "checkpointing ratio and, on CUDA, --quantize-base nf4 that train fastest within it "
-                            "(0 = keep these settings; --dry-run shows the table)", basic=True, bounds="[0,inf)")
+                            "(0 = keep these settings; --dry-run shows the table)", bounds="[0,inf)")
     dry_run: bool = opt(False, "Training", "Print the predicted peak memory for these settings and exit")
     offload_encoder: bool = opt(False, "Training", "Keep VAE and text encoder on the CPU except while used")
 
