@@ -179,6 +179,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_save_tensors(path: str | Path, data: Any) -> None:
+    """torch.save, atomically. Saved into memory first: saved to a path, the archive's inner folder is
+    named after the (random) temp file, and identical tensors would not give identical files."""
+    import io
+
+    import torch  # here, not at import time: this module is the ground floor
+
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it replaces `path` as a whole.

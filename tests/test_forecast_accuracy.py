@@ -2,7 +2,7 @@
 10% of a real run's, on this CPU, for the tiny config at 30/60/120 s of audio (750/1500/3000 latent frames) and
 batch 1 and 4, gradient checkpointing on (the default). The medium config: bench/memory_forecast.py.
 
-Each measurement runs in a fresh process (spawn): a process that has trained (or forecast) once has already
+Each measurement runs in a fresh process (spawn): a process that has trained once has already
 paid the first step's one-off memory, and an earlier setting's freed memory would hide growth. The forecasts
 run together in one more fresh process (what they add to it is not what they predict)."""
 

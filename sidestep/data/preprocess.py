@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import gc
 import hashlib
-import io
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ from sidestep.data.manifest import MANIFEST
 from sidestep.errors import SidestepError
 from sidestep.memory import trim_heap
 from sidestep.guards import check_output_folder
-from sidestep.io import WriteError, atomic_write_bytes, atomic_write_text, json_text, write_error
+from sidestep.io import WriteError, atomic_save_tensors, atomic_write_text, json_text, write_error
 from sidestep.model import discovery
 from sidestep.model.loader import load_model_dit, load_text_encoder, load_vae
 
@@ -466,14 +465,6 @@ def _free_models() -> None:
     trim_heap()
 
 
-def _save_tensors(path: Path, data: dict[str, Any]) -> None:
-    """torch.save into memory first: saved to a path, the archive's inner folder is named
-    after the (random) temp file, and identical tensors would not give identical files."""
-    buffer = io.BytesIO()
-    torch.save(data, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def _pass1_path(out: Path, job: _Job) -> Path:
     return out / PASS1_DIR / f"{job.sample_id}.{job.fingerprint[:16]}.pt"
 
@@ -569,7 +560,7 @@ class _Run:
                     is_instrumental=metadata["is_instrumental"], language=job.entry.language if job.entry else None)
         if clip.note:
             info["note"] = clip.note
-        _save_tensors(_pass1_path(self.out, job), dict(
+        atomic_save_tensors(_pass1_path(self.out, job), dict(
             target_latents=latents.cpu(), text_hidden_states=text_hidden.cpu(), text_attention_mask=text_mask.cpu(),
             lyric_hidden_states=lyric_hidden.cpu(), lyric_attention_mask=lyric_mask.cpu(), metadata=metadata,
             info=info))
@@ -615,7 +606,7 @@ class _Run:
                       encoder_hidden_states=hidden.cpu().contiguous(), encoder_attention_mask=mask.cpu().contiguous(),
                       context_latents=context_latents(silence, frames).to(self.dtype).contiguous(),
                       metadata=data["metadata"])
-        _save_tensors(self.out / job.pt_name, sample)
+        atomic_save_tensors(self.out / job.pt_name, sample)
         info = dict(data["info"], file=job.pt_name, latent_frames=frames,
                     shapes={k: list(v.shape) for k, v in sample.items() if isinstance(v, torch.Tensor)})
         _write_state(self.out, job, info=info)

@@ -179,7 +179,7 @@ def forecast(config: Config, model_config: dict[str, Any], device: torch.device,
             importlib.import_module(module)
         baseline = current_rss()
     f.parts["baseline"] = baseline or 0.0
-    if device.type == "cpu":  # first, so that what it loads is counted once, here, and not in the baseline
+    if device.type == "cpu":  # what a first training step adds for good (FIRST_STEP_CPU)
         f.parts["first step, one-off"] = FIRST_STEP_CPU
     weight_bytes = torch.finfo(dtype).bits // 8
     if config.quantize_base == "nf4":  # 4 bits per weight + one fp32 absmax per 64-weight block

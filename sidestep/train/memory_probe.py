@@ -10,7 +10,6 @@ resets VmHWM), runs a few optimizer steps through the Trainer's own `forward_bac
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from sidestep.config import Config
+from sidestep.io import atomic_save_tensors, atomic_write_text, json_text
 from sidestep.memory import release_freed_tensors, reset_peak, status_bytes, trim_heap
 
 
@@ -27,13 +27,14 @@ def write_dataset(folder: Path, n: int, frames: int, cond: int, hidden: int, see
     g = torch.Generator().manual_seed(seed)
     names = []
     for i in range(n):
-        torch.save({"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
-                    "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
-                    "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
-                    "context_latents": torch.randn(frames, 128, generator=g),
-                    "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}}, folder / f"s{i}.pt")
+        sample = {"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
+                  "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
+                  "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
+                  "context_latents": torch.randn(frames, 128, generator=g),
+                  "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}}
+        atomic_save_tensors(folder / f"s{i}.pt", sample)
         names.append(f"s{i}.pt")
-    (folder / "manifest.json").write_text(json.dumps(
+    atomic_write_text(folder / "manifest.json", json_text(
         {"metadata": {"name": "probe", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
     return folder
 
