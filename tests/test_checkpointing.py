@@ -91,3 +91,48 @@ def test_selective_policy_does_not_redo_the_matmuls(decoder):
             _run(decoder, dec, [])
         counts[name] = mode.count
     assert counts["selective"] == counts["none"] < counts["full"], counts
+
+
+class _RecordMatmuls(_CountMatmuls):
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.OPS:
+            a, b = (args[1], args[2]) if func is torch.ops.aten.addmm.default else (args[0], args[1])
+            self.shapes.append((tuple(a.shape), tuple(b.shape)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_selective_policy_redoes_only_the_adapters_low_rank_products():
+    """With a LoRA, selective checkpointing keeps the base layers' matmul outputs but recomputes the
+    [T, r] x [r, d] up-projections (cheap per element, as large as the layer's output); gradients are
+    still those without checkpointing."""
+    from collections import Counter
+
+    from sidestep.adapters import select_target_modules
+    from sidestep.adapters.lora import Lora
+
+    rank = 4
+    decoder = load_dit(CASE).transformer.requires_grad_(False).train()
+    adapter = Lora(decoder, select_target_modules(decoder), rank=rank, alpha=8, dropout=0.0)
+    params = adapter.parameters()
+    for p in params:  # a trained adapter, so that the up-projections are not zero
+        p.data.normal_(0, 0.1, generator=torch.Generator().manual_seed(p.numel()))
+    dec, shapes, grads = _inputs(), {}, {}
+    for name, policy, ratio in (("none", "full", 0.0), ("selective", "selective", 1.0)):
+        enable_checkpointing(decoder, ratio, policy)
+        for p in params:
+            p.grad = None
+        with _RecordMatmuls() as mode:
+            out = decoder(hidden_states=dec["hidden_states"], timestep=dec["timestep"], timestep_r=dec["timestep_r"],
+                          encoder_hidden_states=dec["encoder_hidden_states"],
+                          context_latents=dec["context_latents"]).sample
+            out.square().mean().backward()
+        shapes[name], grads[name] = Counter(mode.shapes), [p.grad.clone() for p in params]
+    redone = shapes["selective"] - shapes["none"]
+    assert sum(redone.values()) > 0 and not shapes["none"] - shapes["selective"], redone
+    assert all(a[-1] == rank and b[0] == rank for a, b in redone), redone  # only [*, r] x [r, d] products
+    for g0, g in zip(grads["none"], grads["selective"]):
+        assert torch.allclose(g, g0, atol=1e-6, rtol=1e-5)

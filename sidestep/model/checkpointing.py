@@ -2,10 +2,10 @@
 
 `--gradient-checkpointing-ratio R` checkpoints the first round(R x blocks) decoder blocks (1 = all but
 the last, whose recompute would save nothing: the default; 0 = none): each block spared keeps its activations, trading memory for the time
-of one recomputed forward. `--checkpointing-policy selective` keeps the matmul and attention
+of one recomputed forward. `--checkpointing-policy selective` keeps the base matmul and attention
 outputs of the checkpointed blocks (torch's selective activation checkpointing) and recomputes
-only the elementwise work between them (norms, activations, residual adds, modulation), which
-is cheap to redo but whose outputs are as large as the matmuls'.
+only the elementwise work between them (norms, activations, residual adds, modulation) and the
+adapter's low-rank products, which are cheap to redo but whose outputs are as large as the matmuls'.
 
 The plan is hooked into diffusers' own mechanism (`enable_gradient_checkpointing` with a custom
 function), so the decoder's forward is untouched.
@@ -31,18 +31,30 @@ def checkpointed_blocks(num_blocks: int, ratio: float) -> int:
     return max(0, min(num_blocks - 1, int(ratio * num_blocks + 0.5)))
 
 
+def _low_rank(op, args) -> bool:
+    """A product whose inner dimension is at most a quarter of both outer ones, such as a LoRA up-projection
+    ([T, r] x [r, d]): each output element costs only 2r FLOPs to redo, yet the output is as large as the
+    layer's own. The base layers' products (inner dimension = a model width) never qualify."""
+    aten = torch.ops.aten
+    a, b = (args[1], args[2]) if op in (aten.addmm.default, aten.baddbmm.default) else (args[0], args[1])
+    return 4 * a.shape[-1] <= min(a.shape[-2], b.shape[-1])
+
+
 def _keep_matmuls():
-    """Selective checkpointing's policy: save what the matmuls and attention produce, recompute the rest."""
+    """Selective checkpointing's policy: save what the base matmuls and attention produce, recompute the rest
+    (elementwise work and low-rank adapter products: cheap to redo, large to keep)."""
     from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
     aten = torch.ops.aten
-    keep = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
-            aten._scaled_dot_product_efficient_attention.default,
-            aten._scaled_dot_product_flash_attention.default,
-            aten._scaled_dot_product_flash_attention_for_cpu.default}
+    matmuls = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
+    attention = {aten._scaled_dot_product_efficient_attention.default,
+                 aten._scaled_dot_product_flash_attention.default,
+                 aten._scaled_dot_product_flash_attention_for_cpu.default}
 
     def policy(ctx, op, *args, **kwargs):
-        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+        if op in attention or (op in matmuls and not _low_rank(op, args)):
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
 
     return create_selective_checkpoint_contexts(policy)
 
