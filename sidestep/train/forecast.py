@@ -115,31 +115,28 @@ def _fused_attention_on_meta():
 
 def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[str, Any], batch: int, frames: int,
                   cond_tokens: int, dtype: torch.dtype) -> float:
-    """Peak live bytes of one micro-batch on meta: the collated batch, the noise draws, the forward (checkpointed
-    as configured), the fp32 loss and the backward, which allocates the adapter's gradients. This mirrors
-    `flow_matching_loss` (objective.py), whose random draws need generators the meta device lacks."""
-    from sidestep.train.losses import element_loss
+    """Peak live bytes of one micro-batch on meta: the collated batch, the noise draws, then the training loss
+    itself (`loss_from_draws`: the forward, checkpointed as configured, and the fp32 loss) and its backward,
+    which allocates the adapter's gradients. Only the draws are made here: the meta device has no generators."""
+    from sidestep.train.objective import Draws, Objective, loss_from_draws
 
     # the condition comes at the condition encoder's width (XL: 2048 into a 2560-wide decoder)
     D = model_config.get("encoder_hidden_size") or model_config["hidden_size"]
+    objective = Objective("fixed", loss_fn=config.loss_fn, huber_delta=config.huber_delta,
+                          loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma)
     tracker = LiveBytes()
     with _fused_attention_on_meta(), tracker:
         empty = functools.partial(torch.empty, device="meta", dtype=dtype)
         # pad_collate's batch (data/dataset.py): latents, masks, condition, per-sample loss weights
-        x0, context = empty(batch, frames, 64), empty(batch, frames, 128)
-        mask, condition = empty(batch, frames), empty(batch, cond_tokens, D)
-        cond_mask = torch.empty(batch, cond_tokens, dtype=torch.bool, device="meta")
-        weight_num = weight_den = torch.empty(batch, dtype=torch.long, device="meta")
-        noise, t = empty(batch, frames, 64), empty(batch)
-        keep = torch.empty(batch, dtype=torch.bool, device="meta")
-        condition = torch.where(keep.view(-1, 1, 1), condition, empty(1, 1, D).expand_as(condition))
-        x_t = t.view(-1, 1, 1) * noise + (1.0 - t.view(-1, 1, 1)) * x0
-        x_t.requires_grad_(config.gradient_checkpointing)
-        v_pred = decoder(hidden_states=x_t, timestep=t, timestep_r=t, encoder_hidden_states=condition,
-                         context_latents=context).sample
-        error = element_loss(v_pred.float(), (noise - x0).float(), config.loss_fn, config.huber_delta)
-        loss = (error.mean(dim=(1, 2)) * weight_num.float() / weight_den.float()).sum()
-        del v_pred, error, mask, cond_mask
+        collated = {"target_latents": empty(batch, frames, 64), "context_latents": empty(batch, frames, 128),
+                    "attention_mask": empty(batch, frames), "encoder_hidden_states": empty(batch, cond_tokens, D),
+                    "encoder_attention_mask": torch.empty(batch, cond_tokens, dtype=torch.bool, device="meta"),
+                    "weight_num": torch.empty(batch, dtype=torch.long, device="meta"),
+                    "weight_den": torch.empty(batch, dtype=torch.long, device="meta")}
+        draws = Draws(keep=torch.empty(batch, dtype=torch.bool, device="meta"), noise=empty(batch, frames, 64),
+                      t=empty(batch))
+        loss = loss_from_draws(decoder, collated, objective, draws, empty(1, 1, D),
+                               input_requires_grad=config.gradient_checkpointing)
         loss.backward()
     return float(tracker.peak)
 

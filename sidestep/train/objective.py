@@ -84,8 +84,16 @@ def flow_matching_loss(decoder: torch.nn.Module, batch: dict[str, torch.Tensor],
                        generators: list[torch.Generator], null_condition_emb: torch.Tensor | None = None,
                        input_requires_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss of one batch and the timesteps drawn for it."""
+    d = draw(objective, batch["target_latents"], generators)
+    loss = loss_from_draws(decoder, batch, objective, d, null_condition_emb, input_requires_grad)
+    return loss, d.t.detach().float()
+
+
+def loss_from_draws(decoder: torch.nn.Module, batch: dict[str, torch.Tensor], objective: Objective, d: Draws,
+                    null_condition_emb: torch.Tensor | None = None, input_requires_grad: bool = False
+                    ) -> torch.Tensor:
+    """The loss once the step's randomness is drawn (the memory forecast runs it on meta tensors)."""
     x0 = batch["target_latents"]
-    d = draw(objective, x0, generators)
     encoder_hidden_states = batch["encoder_hidden_states"]
     if objective.mode == "fixed":
         encoder_hidden_states = cfg_dropout(encoder_hidden_states, null_condition_emb, d.keep)
@@ -103,9 +111,6 @@ def flow_matching_loss(decoder: torch.nn.Module, batch: dict[str, torch.Tensor],
         if weights is not None:
             per_sample = per_sample * weights
         if "weight_num" in batch:
-            loss = (per_sample * batch["weight_num"].float() / batch["weight_den"].float()).sum()
-        else:
-            loss = per_sample.mean()
-    else:
-        loss = error.mean()
-    return loss, d.t.detach().float()
+            return (per_sample * batch["weight_num"].float() / batch["weight_den"].float()).sum()
+        return per_sample.mean()
+    return error.mean()
