@@ -1,6 +1,5 @@
 """Test data builders (real tensors in the preprocessed on-disk format, docs/design.md §5.6)."""
 
-import json
 from pathlib import Path
 
 import torch
@@ -14,14 +13,15 @@ def write_tensor_dataset(folder: Path, n: int = 9, frames=DISTINCT_FRAMES, hidde
                          seed: int = 0, silence: torch.Tensor | None = None) -> Path:
     """`n` samples shaped like preprocessing output (tiny model: D=64), plus manifest.json; sample i has
     frames[i % len(frames)] latent frames."""
-    folder.mkdir(parents=True, exist_ok=True)
+    from sidestep.data.manifest import write_dataset
+
     g = torch.Generator().manual_seed(seed)
-    names = []
+    samples = {}
     for i in range(n):
         T = frames[i % len(frames)]
         valid = cond_len - 3 - i % 3
         src = silence[0, :T] if silence is not None else torch.zeros(T, 64)
-        sample = {
+        samples[f"song{i}.pt"] = {
             "target_latents": torch.randn(T, 64, generator=g),
             "attention_mask": torch.ones(T),
             "encoder_hidden_states": torch.randn(cond_len, hidden, generator=g),
@@ -29,11 +29,7 @@ def write_tensor_dataset(folder: Path, n: int = 9, frames=DISTINCT_FRAMES, hidde
             "context_latents": torch.cat([src, torch.ones(T, 64)], dim=-1),
             "metadata": {"filename": f"song{i}.wav", "caption": f"song {i}", "duration": T / 25},
         }
-        torch.save(sample, folder / f"song{i}.pt")
-        names.append(f"song{i}.pt")
-    (folder / "manifest.json").write_text(json.dumps(
-        {"metadata": {"name": "test", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
-    return folder
+    return write_dataset(folder, samples, {"name": "test", "custom_tag": ""})
 
 
 def train_tiny_lora(root: Path, tmp: Path, epochs: int = 2, **changes):

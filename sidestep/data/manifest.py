@@ -165,3 +165,18 @@ def has_samples(folder: str | Path) -> bool:
     """A folder that looks like a dataset: a manifest or at least one sample file."""
     folder = Path(folder)
     return (folder / MANIFEST).is_file() or any(folder.glob("*.pt"))
+
+
+def write_dataset(folder: str | Path, samples: dict[str, dict[str, Any]], metadata: dict[str, Any]) -> Path:
+    """A dataset folder as preprocessing leaves it, from samples already made (file name -> sample dict):
+    each sample file, then `manifest.json` naming them in order. Every write is atomic. Used by the memory
+    probe and the tests' fixtures; preprocessing writes its own richer manifest as songs finish."""
+    from sidestep.io import atomic_save_tensors, atomic_write_text, json_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sample in samples.items():
+        atomic_save_tensors(folder / name, sample)
+    atomic_write_text(folder / MANIFEST, json_text({"metadata": dict(metadata, num_samples=len(samples)),
+                                                    "samples": list(samples), "num_samples": len(samples)}))
+    return folder

@@ -17,26 +17,19 @@ from typing import Any
 import torch
 
 from sidestep.config import Config
-from sidestep.io import atomic_save_tensors, atomic_write_text, json_text
+from sidestep.data import manifest
 from sidestep.memory import release_freed_tensors, reset_peak, status_bytes, trim_heap
 
 
 def write_dataset(folder: Path, n: int, frames: int, cond: int, hidden: int, seed: int = 0) -> Path:
     """`n` preprocessed samples of `frames` latent frames and `cond` condition tokens (as preprocessing writes)."""
-    folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    names = []
-    for i in range(n):
-        sample = {"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
-                  "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
-                  "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
-                  "context_latents": torch.randn(frames, 128, generator=g),
-                  "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}}
-        atomic_save_tensors(folder / f"s{i}.pt", sample)
-        names.append(f"s{i}.pt")
-    atomic_write_text(folder / "manifest.json", json_text(
-        {"metadata": {"name": "probe", "custom_tag": "", "num_samples": n}, "samples": names, "num_samples": n}))
-    return folder
+    samples = {f"s{i}.pt": {"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
+                            "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
+                            "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
+                            "context_latents": torch.randn(frames, 128, generator=g),
+                            "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}} for i in range(n)}
+    return manifest.write_dataset(folder, samples, {"name": "probe", "custom_tag": ""})
 
 
 def measure_increment(config: Config, mode: str = "fixed", steps: int = 3) -> dict[str, Any]:
