@@ -4,8 +4,8 @@
     OMP_NUM_THREADS=1 uv run python bench/memory_forecast.py --configs medium
 
 For each config (tiny; medium = reference/medium-config.json, random weights in the official layout),
-length (30/60/120 s = 750/1500/3000 latent frames), batch (1, 4) and checkpointing (on, the default;
-`--no-checkpointing` adds off), a fresh process ("spawn") computes the forecast, then measures with
+length (30/60/120 s = 750/1500/3000 latent frames), batch (1, 4) and checkpointing (`--modes`: full, the
+default; selective = the selective policy; half = ratio 0.5; off), a fresh process ("spawn") computes the forecast, then measures with
 `sidestep.train.memory_probe.measure_increment`: the Trainer is set up (decoder loaded, adapter
 attached), the heap trimmed, VmHWM reset, three optimizer steps run through the Trainer's own
 forward_backward/optimizer_step, and the increment is VmHWM - the loaded RSS. The issue's bar
@@ -59,12 +59,19 @@ def _child(settings: dict, part: str) -> dict:
             "parts": {k: round(v / MIB, 2) for k, v in predicted.parts.items()}}
 
 
-def settings_for(root: Path, data: Path, frames: int, batch: int, cond: int, checkpointing: bool) -> dict:
+# checkpointing modes: (gradient_checkpointing, ratio, policy)
+MODES = {"full": (True, 1.0, "full"), "selective": (True, 1.0, "selective"), "half": (True, 0.5, "full"),
+         "off": (False, 1.0, "full")}
+
+
+def settings_for(root: Path, data: Path, frames: int, batch: int, cond: int, mode: str) -> dict:
     from _common import ROOT
 
+    checkpointing, ratio, policy = MODES[mode]
     return dict(root=str(ROOT), frames=frames, cond=cond, config=dict(
         checkpoint_dir=str(root), dataset_dir=str(data), output_dir=str(root / "out"), epochs=1,
         batch_size=batch, gradient_accumulation=1, num_workers=0, gradient_checkpointing=checkpointing,
+        gradient_checkpointing_ratio=ratio, checkpointing_policy=policy,
         device="cpu", precision="fp32", log_every=1000, log_heavy_every=1000))
 
 
@@ -74,7 +81,8 @@ def main() -> None:
     p.add_argument("--frames", nargs="+", type=int, default=[750, 1500, 3000])
     p.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     p.add_argument("--cond", type=int, default=769, help="condition tokens per sample (docs/design.md §5.5)")
-    p.add_argument("--no-checkpointing", action="store_true", help="also measure with checkpointing off")
+    p.add_argument("--modes", nargs="+", default=["full"], choices=list(MODES),
+                   help="checkpointing: full (the default), selective policy, half (ratio 0.5), off")
     args = p.parse_args()
     from sidestep.model.configs import TINY_DIT_CONFIG, load_config_file
     from sidestep.model.tiny import write_dit_folder
@@ -90,10 +98,10 @@ def main() -> None:
                 for batch in args.batches:
                     data = write_dataset(root / f"data_{frames}_{batch}", 3 * batch, frames, args.cond,
                                          model_config["hidden_size"])
-                    for checkpointing in (True, False) if args.no_checkpointing else (True,):
-                        r = measure(settings_for(root, data, frames, batch, args.cond, checkpointing))
+                    for mode in args.modes:
+                        r = measure(settings_for(root, data, frames, batch, args.cond, mode))
                         emit(dict(bench="memory_forecast", config=name, frames=frames, seconds=frames / 25,
-                                  batch=batch, checkpointing=checkpointing, cond=args.cond, device="cpu",
+                                  batch=batch, checkpointing=mode, cond=args.cond, device="cpu",
                                   forecast_increment_mib=round(r["forecast_increment"] / MIB, 2),
                                   measured_increment_mib=round(r["increment"] / MIB, 2),
                                   ratio=round(r["forecast_increment"] / r["increment"], 3),

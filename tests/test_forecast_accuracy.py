@@ -1,6 +1,7 @@
 """Issue 21.3: the forecast's increment (what training adds above the loaded, adapter-wrapped model) is within
 10% of a real run's, on this CPU, for the tiny config at 30/60/120 s of audio (750/1500/3000 latent frames) and
-batch 1 and 4, gradient checkpointing on (the default). The medium config: bench/memory_forecast.py.
+batch 1 and 4, gradient checkpointing on (the default); at 60 s, batch 1, also with the selective policy, half the
+blocks checkpointed, and none. The medium config: bench/memory_forecast.py.
 
 Each measurement runs in a fresh process (spawn): a process that has trained once has already
 paid the first step's one-off memory, and an earlier setting's freed memory would hide growth. The forecasts
@@ -17,7 +18,10 @@ from sidestep.model.tiny import write_dit_folder
 from sidestep.train.memory_probe import write_dataset
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and clear_refs are Linux's")
-SETTINGS = [(frames, batch) for frames in (750, 1500, 3000) for batch in (1, 4)]
+# (frames, batch, checkpointing: (on, ratio, policy))
+FULL = (True, 1.0, "full")
+SETTINGS = [(frames, batch, FULL) for frames in (750, 1500, 3000) for batch in (1, 4)] + [
+    (1500, 1, (True, 1.0, "selective")), (1500, 1, (True, 0.5, "full")), (1500, 1, (False, 1.0, "full"))]
 COND = 769  # condition tokens per sample (docs/design.md §5.5)
 
 
@@ -43,14 +47,17 @@ def ratios(tmp_path_factory):
     root = tmp_path_factory.mktemp("accuracy")
     write_dit_folder(root / "acestep-v15-turbo", TINY_DIT_CONFIG)
     configs = []
-    for frames, batch in SETTINGS:
-        data = write_dataset(root / f"data_{frames}_{batch}", 2 * batch, frames, COND, TINY_DIT_CONFIG["hidden_size"])
+    for frames, batch, (checkpointing, ratio, policy) in SETTINGS:
+        data = root / f"data_{frames}_{batch}"
+        if not data.is_dir():
+            write_dataset(data, 2 * batch, frames, COND, TINY_DIT_CONFIG["hidden_size"])
         configs.append(dict(checkpoint_dir=str(root), dataset_dir=str(data), output_dir=str(root / "out"), epochs=1,
                             batch_size=batch, gradient_accumulation=1, num_workers=0, device="cpu",
-                            precision="fp32", log_every=1000, log_heavy_every=1000))
+                            gradient_checkpointing=checkpointing, gradient_checkpointing_ratio=ratio,
+                            checkpointing_policy=policy, precision="fp32", log_every=1000, log_heavy_every=1000))
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
-        predicted = pool.apply(_forecasts, ([(c, frames) for c, (frames, _) in zip(configs, SETTINGS)],))
+        predicted = pool.apply(_forecasts, ([(c, frames) for c, (frames, _, _) in zip(configs, SETTINGS)],))
     measured = []
     for config in configs:
         with ctx.Pool(1) as pool:
@@ -58,8 +65,9 @@ def ratios(tmp_path_factory):
     return {s: p / m for s, p, m in zip(SETTINGS, predicted, measured)}
 
 
-@pytest.mark.parametrize("frames,batch", SETTINGS)
-def test_forecast_increment_within_10_percent(ratios, frames, batch):
-    ratio = ratios[(frames, batch)]
-    print(f"frames {frames} batch {batch}: forecast / measured increment = {ratio:.3f}")
-    assert abs(ratio - 1) <= 0.10, f"{frames} frames, batch {batch}: forecast / measured increment {ratio:.3f}"
+@pytest.mark.parametrize("frames,batch,checkpointing", SETTINGS)
+def test_forecast_increment_within_10_percent(ratios, frames, batch, checkpointing):
+    ratio = ratios[(frames, batch, checkpointing)]
+    what = f"{frames} frames, batch {batch}, checkpointing {checkpointing}"
+    print(f"{what}: forecast / measured increment = {ratio:.3f}")
+    assert abs(ratio - 1) <= 0.10, f"{what}: forecast / measured increment {ratio:.3f}"
