@@ -20,7 +20,11 @@ def quiet_libraries() -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _IntoSidestepLog) for h in root.handlers):
         root.addHandler(_IntoSidestepLog())
-    logging.getLogger("LyCORIS").setLevel(logging.WARNING)
+    # LyCORIS prints INFO lines (its module list, ...) to stdout through its own handler and sets its level
+    # to INFO when imported, after this runs: a filter outlasts that, and sends them to sidestep.log instead.
+    lycoris = logging.getLogger("LyCORIS")
+    if not any(isinstance(f, _InfoIntoSidestepLog) for f in lycoris.filters):
+        lycoris.addFilter(_InfoIntoSidestepLog())
     try:
         from diffusers.utils import logging as diffusers_logging
 
@@ -45,6 +49,16 @@ class _IntoSidestepLog(logging.Handler):
         for handler in log.handlers:
             if record.levelno >= handler.level:
                 handler.handle(record)
+
+
+class _InfoIntoSidestepLog(logging.Filter):
+    """Below WARNING: into sidestep.log only, never on the screen."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        _IntoSidestepLog().emit(record)
+        return False
 
 
 def setup_logging() -> None:
