@@ -20,7 +20,10 @@ default 1 on the CPU), `--warmup` untimed steps, then `--repeats` (>= 5) timed s
 split into data (batch assembled and moved), forward (loss), backward and optimizer, synchronised
 on CUDA. Reported: median and spread (min, max) of the step, the median of each part, and the CPU
 time other processes used during the timed steps (`others_cores`, from /proc/stat): a run with
-`others_cores + threads > cores` is marked `contended` and says nothing about speed.
+`others_cores + threads > cores` is marked `contended` and says nothing about speed. The same
+setting measured in two processes can differ by several percent on a shared machine: `--rounds N`
+runs every variant N times, interleaved, and reports the median over all rounds' steps, each round's
+median, and each round's ours / stock and ours / reference ratios (a round's variants run back to back).
 Memory: the peak during the steps and the increment above the loaded, adapter-wrapped model with
 its optimizer built (CPU: RSS after a heap trim, peak from VmHWM reset before the first step; CUDA:
 memory_allocated and max_memory_allocated). On the CPU glibc's heap keeps freed activations resident,
@@ -283,6 +286,17 @@ def measure(run: dict) -> dict:
     return result
 
 
+def merged(results: list[dict]) -> dict:
+    """One run's rounds as one result: every timed step, the median of each part, the median increment."""
+    increments = sorted(r["peak_gib"] - r["loaded_gib"] for r in results)
+    loaded = statistics.median(r["loaded_gib"] for r in results)
+    return {"steps": [s for r in results for s in r["steps"]],
+            "round_medians": [statistics.median(r["steps"]) for r in results],
+            "parts": {k: statistics.median(r["parts"][k] for r in results) for k in results[0]["parts"]},
+            "loaded_gib": loaded, "peak_gib": loaded + increments[len(increments) // 2],
+            "others_cores": max(r["others_cores"] for r in results), "trainable": results[0]["trainable"]}
+
+
 def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
     steps = sorted(result["steps"])
     median = statistics.median(steps)
@@ -296,6 +310,7 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
                 policy=run["policy"], compile=run["compile"], threads=run["threads"], device=run["device"],
                 step_s_median=round(median, 4), step_s_min=round(steps[0], 4), step_s_max=round(steps[-1], 4),
                 spread=round((steps[-1] - steps[0]) / median, 3), timed_steps=len(steps),
+                round_medians=[round(m, 4) for m in result.get("round_medians", [median])],
                 split_s={k: round(v, 4) for k, v in result["parts"].items()},
                 loaded_gib=round(result["loaded_gib"], 3), peak_gib=round(result["peak_gib"], 3),
                 increment_gib=round(result["peak_gib"] - result["loaded_gib"], 3),
@@ -304,6 +319,24 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
                 mfu=round(flops / median / (peak_tflops * 1e12), 3),
                 others_cores=round(result["others_cores"], 2), contended=contended,
                 live_memory=run["live_memory"], timing_comparable=not run["live_memory"])
+
+
+def comparison(results: list[dict], batch: int, frames: int, threads: int) -> dict:
+    """ours / stock and ours / reference: from the medians over all rounds, and per round (runs of one round
+    follow each other, so a machine that slows down between rounds shifts both sides of a round's ratio)."""
+    by = {(r["label"], r["checkpointing"]): r for r in results}
+    summary = dict(bench="train_step_compare", batch=batch, frames=frames, threads=threads,
+                   any_contended=any(r["contended"] for r in results))
+    for ckpt, mine in ((True, "ours R=1 full"), (True, "ours R=1 selective"), (False, "ours")):
+        for other in ("stock", "reference"):
+            if (mine, ckpt) in by and (other, ckpt) in by:
+                a, b = by[mine, ckpt], by[other, ckpt]
+                name = f"{mine.replace('ours R=1 ', '').replace('ours', 'off')}_over_{other}"
+                summary[name] = round(a["step_s_median"] / b["step_s_median"], 3)
+                if len(a["round_medians"]) > 1:
+                    summary[name + "_rounds"] = [round(x / y, 3) for x, y in zip(a["round_medians"],
+                                                                                 b["round_medians"])]
+    return summary
 
 
 def runs_for(args, batch: int, frames: int) -> list[dict]:
@@ -346,6 +379,9 @@ def main() -> None:
                    help="CPU: fix glibc's mmap threshold so RSS follows the live tensors (slower: memory only)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every variant this many times, interleaved, each in a fresh process (a process's "
+                        "speed varies by several percent: the medians and per-round ratios show how much)")
     args = p.parse_args()
     if args.repeats < 5:
         p.error("--repeats must be at least 5: a median and a spread need them")
@@ -361,19 +397,15 @@ def main() -> None:
     for frames in map(int, args.frames.split(",")):
         for batch in map(int, args.batches.split(",")):
             flops = analytic_flops(config, batch, frames, args.cond)
-            results = []
-            for run in runs_for(args, batch, frames):
-                results.append(record(run, measure(run), flops, peak))
-                emit(results[-1])
-            by = {(r["label"], r["checkpointing"]): r["step_s_median"] for r in results}
-            summary = dict(bench="train_step_compare", batch=batch, frames=frames, threads=args.threads,
-                           any_contended=any(r["contended"] for r in results))
-            for ckpt, mine in ((True, "ours R=1 full"), (True, "ours R=1 selective"), (False, "ours")):
-                for other in ("stock", "reference"):
-                    if (mine, ckpt) in by and (other, ckpt) in by:
-                        name = f"{mine.replace('ours R=1 ', '').replace('ours', 'off')}_over_{other}"
-                        summary[name] = round(by[mine, ckpt] / by[other, ckpt], 3)
-            emit(summary)
+            runs = runs_for(args, batch, frames)
+            rounds = [[] for _ in runs]
+            for _ in range(args.rounds):  # interleaved: every variant once per round
+                for run, done in zip(runs, rounds):
+                    done.append(measure(run))
+            results = [record(run, merged(done), flops, peak) for run, done in zip(runs, rounds)]
+            for r in results:
+                emit(r)
+            emit(comparison(results, batch, frames, args.threads))
 
 
 if __name__ == "__main__":
