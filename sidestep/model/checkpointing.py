@@ -1,11 +1,12 @@
 """Activation checkpointing of the decoder: how many blocks recompute in backward, and what they keep.
 
 `--gradient-checkpointing-ratio R` checkpoints the first round(R x blocks) decoder blocks (1 = all but
-the last, whose recompute would save nothing: the default; 0 = none): each block spared keeps its activations, trading memory for the time
-of one recomputed forward. `--checkpointing-policy selective` keeps the base matmul and attention
-outputs of the checkpointed blocks (torch's selective activation checkpointing) and recomputes
-only the elementwise work between them (norms, activations, residual adds, modulation) and the
-adapter's low-rank products, which are cheap to redo but whose outputs are as large as the matmuls'.
+the last, whose recompute would save nothing: the default; 0 = none): each block spared keeps its
+activations, trading memory for the time of one recomputed forward. `--checkpointing-policy selective`
+keeps the base matmul and attention outputs of the checkpointed blocks (torch's selective activation
+checkpointing) and recomputes only the elementwise work between them (norms, activations, residual
+adds, modulation) and the adapter's low-rank products, which are cheap to redo but whose outputs are
+as large as the matmuls'.
 
 The plan is hooked into diffusers' own mechanism (`enable_gradient_checkpointing` with a custom
 function), so the decoder's forward is untouched.

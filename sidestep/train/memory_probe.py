@@ -24,11 +24,12 @@ from sidestep.memory import release_freed_tensors, reset_peak, status_bytes, tri
 def write_dataset(folder: Path, n: int, frames: int, cond: int, hidden: int, seed: int = 0) -> Path:
     """`n` preprocessed samples of `frames` latent frames and `cond` condition tokens (as preprocessing writes)."""
     g = torch.Generator().manual_seed(seed)
-    samples = {f"s{i}.pt": {"target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
-                            "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
-                            "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
-                            "context_latents": torch.randn(frames, 128, generator=g),
-                            "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}} for i in range(n)}
+    samples = {f"s{i}.pt": {
+        "target_latents": torch.randn(frames, 64, generator=g), "attention_mask": torch.ones(frames),
+        "encoder_hidden_states": torch.randn(cond, hidden, generator=g),
+        "encoder_attention_mask": torch.ones(cond, dtype=torch.bool),
+        "context_latents": torch.randn(frames, 128, generator=g),
+        "metadata": {"filename": f"s{i}.wav", "duration": frames / 25}} for i in range(n)}
     return manifest.write_dataset(folder, samples, {"name": "probe", "custom_tag": ""})
 
 
