@@ -24,9 +24,6 @@ time other processes used during the timed steps (`others_cores`, from /proc/sta
 setting measured in two processes can differ by several percent on a shared machine: `--rounds N`
 runs every variant N times, interleaved, and reports the median over all rounds' steps, each round's
 median, and each round's ours / stock and ours / reference ratios (a round's variants run back to back).
-`--paired` goes further for timing: all variants in one process, one step of each in turn (the order
-rotating), so drift slows them alike, and every repeat yields one ratio per pair; memory is not
-measured then (the variants share the process).
 Memory: the peak during the steps and the increment above the loaded, adapter-wrapped model with
 its optimizer built (CPU: RSS after a heap trim, peak from VmHWM reset before the first step; CUDA:
 memory_allocated and max_memory_allocated). On the CPU glibc's heap keeps freed activations resident,
@@ -211,110 +208,59 @@ def _memory_now(device: torch.device) -> float:
     return current_rss_gib()
 
 
-def _setup_child(threads: int, device_name: str, config_name: str):
+def _child(run: dict, queue) -> None:
     import sys
 
     from _common import ROOT
     sys.path.insert(0, str(ROOT))
-    torch.set_num_threads(threads)
-    device = pick_device(device_name)
+    torch.set_num_threads(run["threads"])
+    device = pick_device(run["device"])
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, dtype, _model_config(config_name)
-
-
-def _build(run: dict, config: dict, device: torch.device, dtype: torch.dtype):
-    """One variant ready to step: its loss, its optimizer and its trainable parameters."""
+    config = _model_config(run["config"])
     loss_fn, params = SETUPS[run["variant"]](config, device, dtype, run)
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda" and run["variant"] == "ours")
-    return loss_fn, optimizer, params
-
-
-def _samples(run: dict, config: dict) -> list[dict]:
     B, T, L = run["batch"], run["frames"], run["cond"]
     g = torch.Generator().manual_seed(1)
-    return [{"target_latents": torch.randn(T, 64, generator=g),
-             "encoder_hidden_states": torch.randn(L, config["hidden_size"], generator=g),
-             "context_latents": torch.randn(T, 128, generator=g)} for _ in range(B)]
-
-
-def _step(loss_fn, optimizer, samples: list[dict], device: torch.device, dtype: torch.dtype, i: int) -> tuple:
-    """One training step; its (data, forward, backward, optimizer, whole step) seconds."""
-    _sync(device)
-    t0 = time.perf_counter()
-    batch = {k: torch.stack([s[k] for s in samples]).to(device, dtype, non_blocking=True) for k in samples[0]}
-    _sync(device)
-    t1 = time.perf_counter()
-    loss = loss_fn(batch, i)
-    _sync(device)
-    t2 = time.perf_counter()
-    loss.backward()
-    _sync(device)
-    t3 = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    t4 = time.perf_counter()
-    return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0
-
-
-PARTS = ("data", "forward", "backward", "optimizer", "step")
-
-
-def _others_cores(busy0: int, own0: int, wall0: float, device: torch.device) -> float:
-    busy1, own1 = _cpu_jiffies()
-    wall = time.perf_counter() - wall0
-    hz = os.sysconf("SC_CLK_TCK")
-    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / hz / wall) if device.type == "cpu" else 0.0
-
-
-def _child(run: dict, queue) -> None:
-    device, dtype, config = _setup_child(run["threads"], run["device"], run["config"])
-    loss_fn, optimizer, params = _build(run, config, device, dtype)
-    samples = _samples(run, config)
+    samples = [{"target_latents": torch.randn(T, 64, generator=g),
+                "encoder_hidden_states": torch.randn(L, config["hidden_size"], generator=g),
+                "context_latents": torch.randn(T, 128, generator=g)} for _ in range(B)]
     loaded = _memory_now(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     reset_peak()
-    parts = {name: [] for name in PARTS}
-    for i in range(run["warmup"]):
-        _step(loss_fn, optimizer, samples, device, dtype, i)
-    busy0, own0 = _cpu_jiffies()
-    wall0 = time.perf_counter()
-    for i in range(run["warmup"], run["warmup"] + run["repeats"]):
-        for name, seconds in zip(PARTS, _step(loss_fn, optimizer, samples, device, dtype, i)):
-            parts[name].append(seconds)
-    others = _others_cores(busy0, own0, wall0, device)
+    parts = {"data": [], "forward": [], "backward": [], "optimizer": [], "step": []}
+    busy0 = own0 = 0
+    wall0 = 0.0
+    for i in range(run["warmup"] + run["repeats"]):
+        if i == run["warmup"]:
+            busy0, own0 = _cpu_jiffies()
+            wall0 = time.perf_counter()
+        _sync(device)
+        t0 = time.perf_counter()
+        batch = {k: torch.stack([s[k] for s in samples]).to(device, dtype, non_blocking=True) for k in samples[0]}
+        _sync(device)
+        t1 = time.perf_counter()
+        loss = loss_fn(batch, i)
+        _sync(device)
+        t2 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t3 = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        t4 = time.perf_counter()
+        if i >= run["warmup"]:
+            for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                parts[name].append(seconds)
+    busy1, own1 = _cpu_jiffies()
+    wall = time.perf_counter() - wall0
+    hz = os.sysconf("SC_CLK_TCK")
+    others = max(0.0, ((busy1 - busy0) - (own1 - own0)) / hz / wall) if device.type == "cpu" else 0.0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else phase_peak_gib()
     queue.put({"steps": parts["step"], "parts": {k: statistics.median(v) for k, v in parts.items() if k != "step"},
                "loaded_gib": loaded, "peak_gib": max(peak, loaded), "others_cores": others,
                "trainable": sum(p.numel() for p in params)})
-
-
-def _paired_child(runs: list[dict], queue) -> None:
-    """Every variant in this one process, their steps taken in turn (the order rotating each repeat), so a
-    machine whose speed drifts slows every variant alike; each repeat's steps give one ratio per pair.
-    Memory is not measured (the variants share the process)."""
-    first = runs[0]
-    device, dtype, config = _setup_child(first["threads"], first["device"], first["config"])
-    built = [_build(run, config, device, dtype) for run in runs]
-    samples = _samples(first, config)
-    for i in range(first["warmup"]):
-        for loss_fn, optimizer, _ in built:
-            _step(loss_fn, optimizer, samples, device, dtype, i)
-    parts = [{name: [] for name in PARTS} for _ in runs]
-    busy0, own0 = _cpu_jiffies()
-    wall0 = time.perf_counter()
-    for i in range(first["warmup"], first["warmup"] + first["repeats"]):
-        for j in (i + k for k in range(len(runs))):
-            j %= len(runs)
-            loss_fn, optimizer, _ = built[j]
-            for name, seconds in zip(PARTS, _step(loss_fn, optimizer, samples, device, dtype, i)):
-                parts[j][name].append(seconds)
-    others = _others_cores(busy0, own0, wall0, device)
-    queue.put([{"steps": p["step"], "round_medians": p["step"],
-                "parts": {k: statistics.median(v) for k, v in p.items() if k != "step"},
-                "others_cores": others, "trainable": sum(q.numel() for q in params)}
-               for p, (_, _, params) in zip(parts, built)])
 
 
 # glibc raises its mmap threshold to the size of each large block freed, after which a step's activations
@@ -324,8 +270,7 @@ def _paired_child(runs: list[dict], queue) -> None:
 LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
-def measure(run: dict, paired: list[dict] | None = None):
-    """One run in a fresh process; with `paired`, all those runs in one process, stepping in turn."""
+def measure(run: dict) -> dict:
     os.environ["OMP_NUM_THREADS"] = str(run["threads"])  # the child's OpenMP pool, before torch loads there
     for key, value in LIVE_MEMORY_ENV.items():
         if run["live_memory"]:
@@ -334,7 +279,7 @@ def measure(run: dict, paired: list[dict] | None = None):
             os.environ.pop(key, None)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_paired_child if paired else _child, args=(paired or run, queue))
+    proc = ctx.Process(target=_child, args=(run, queue))
     proc.start()
     result = queue.get()
     proc.join()
@@ -367,14 +312,13 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
                 spread=round((steps[-1] - steps[0]) / median, 3), timed_steps=len(steps),
                 round_medians=[round(m, 4) for m in result.get("round_medians", [median])],
                 split_s={k: round(v, 4) for k, v in result["parts"].items()},
-                **({"loaded_gib": round(result["loaded_gib"], 3), "peak_gib": round(result["peak_gib"], 3),
-                    "increment_gib": round(result["peak_gib"] - result["loaded_gib"], 3)}
-                   if "loaded_gib" in result else {}),
+                loaded_gib=round(result["loaded_gib"], 3), peak_gib=round(result["peak_gib"], 3),
+                increment_gib=round(result["peak_gib"] - result["loaded_gib"], 3),
                 trainable_params=result["trainable"], model_tflop=round(flops / 1e12, 4),
                 achieved_tflops=round(flops / median / 1e12, 4), peak_tflops=round(peak_tflops, 4),
                 mfu=round(flops / median / (peak_tflops * 1e12), 3),
                 others_cores=round(result["others_cores"], 2), contended=contended,
-                live_memory=run["live_memory"], timing_comparable=not run["live_memory"], paired=run["paired"])
+                live_memory=run["live_memory"], timing_comparable=not run["live_memory"])
 
 
 def comparison(results: list[dict], batch: int, frames: int, threads: int) -> dict:
@@ -399,7 +343,7 @@ def comparison(results: list[dict], batch: int, frames: int, threads: int) -> di
 def runs_for(args, batch: int, frames: int) -> list[dict]:
     base = dict(config=args.config, device=args.device, threads=args.threads, batch=batch, frames=frames,
                 cond=args.cond, warmup=args.warmup, repeats=args.repeats, compile=False, ratio=1.0, policy="full",
-                reference_code=args.reference_code, live_memory=args.live_memory, paired=args.paired)
+                reference_code=args.reference_code, live_memory=args.live_memory)
     runs = []
     for ckpt in args.checkpointing.split(","):
         on = ckpt == "on"
@@ -439,11 +383,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1,
                    help="measure every variant this many times, interleaved, each in a fresh process (a process's "
                         "speed varies by several percent: the medians and per-round ratios show how much)")
-    p.add_argument("--paired", action="store_true",
-                   help="time every variant in one process, their steps in turn: drift slows all alike (no memory)")
     args = p.parse_args()
-    if args.paired and (args.rounds > 1 or args.compile or args.live_memory):
-        p.error("--paired takes its steps in turn in one process: no --rounds, --compile or --live-memory")
     if args.repeats < 5:
         p.error("--repeats must be at least 5: a median and a spread need them")
     device = pick_device(args.device)
@@ -459,14 +399,11 @@ def main() -> None:
         for batch in map(int, args.batches.split(",")):
             flops = analytic_flops(config, batch, frames, args.cond)
             runs = runs_for(args, batch, frames)
-            if args.paired:
-                results = [record(run, result, flops, peak) for run, result in zip(runs, measure(runs[0], runs))]
-            else:
-                rounds = [[] for _ in runs]
-                for _ in range(args.rounds):  # interleaved: every variant once per round
-                    for run, done in zip(runs, rounds):
-                        done.append(measure(run))
-                results = [record(run, merged(done), flops, peak) for run, done in zip(runs, rounds)]
+            rounds = [[] for _ in runs]
+            for _ in range(args.rounds):  # interleaved: every variant once per round
+                for run, done in zip(runs, rounds):
+                    done.append(measure(run))
+            results = [record(run, merged(done), flops, peak) for run, done in zip(runs, rounds)]
             for r in results:
                 emit(r)
             emit(comparison(results, batch, frames, args.threads))

@@ -32,18 +32,5 @@ def test_train_step_bench_reports_the_split_spread_and_memory_increment():
     # each round's own ratio (its runs follow each other)
     assert compare["full_over_stock_rounds"] == [round(a / b, 3) for a, b in zip(runs[0]["round_medians"],
                                                                                 runs[1]["round_medians"])]
-
-
-def test_paired_bench_steps_every_variant_in_turn_in_one_process():
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "train_step.py"), "--config", "tiny", "--frames", "96",
-                           "--batches", "1", "--variants", "ours,stock", "--checkpointing", "on", "--warmup", "1",
-                           "--repeats", "5", "--paired"],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    runs, compare = lines[1:-1], lines[-1]
-    assert [r["label"] for r in runs] == ["ours R=1 full", "stock"] and all(r["paired"] for r in runs)
-    assert all("increment_gib" not in r and r["timed_steps"] == 5 for r in runs)  # no memory: one shared process
-    # one ratio per repeat: the two variants' steps of that repeat
-    ratios = [round(a / b, 3) for a, b in zip(runs[0]["round_medians"], runs[1]["round_medians"])]
-    assert compare["full_over_stock_rounds"] == ratios and len(ratios) == 5
+    assert min(compare["full_over_stock_rounds"]) <= compare["full_over_stock_rounds_median"] <= \
+        max(compare["full_over_stock_rounds"])
