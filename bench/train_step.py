@@ -19,8 +19,9 @@ Honest timing: every variant runs in its own spawned process with a fixed thread
 default 1 on the CPU), `--warmup` untimed steps, then `--repeats` (>= 5) timed steps; each step is
 split into data (batch assembled and moved), forward (loss), backward and optimizer, synchronised
 on CUDA. Reported: median and spread (min, max) of the step, the median of each part, and the CPU
-time other processes used during the timed steps (`others_cores`, from /proc/stat): a run with
-`others_cores + threads > cores` is marked `contended` and says nothing about speed. The same
+time other processes used during the timed steps (`others_cores`, from /proc/stat) and the time the
+hypervisor took from this virtual machine (`steal_cores`: a shared host's other tenants): a run with
+`others_cores + steal_cores + threads > cores` is marked `contended` and says nothing about speed. The same
 setting measured in two processes can differ by several percent on a shared machine: `--rounds N`
 runs every variant N times, interleaved, and reports the median over all rounds' steps, each round's
 median, and each round's ours / stock and ours / reference ratios (a round's variants run back to back).
@@ -94,15 +95,17 @@ def matmul_peak_tflops(device: torch.device) -> tuple[float, str]:
 
 # -- contention: CPU time of other processes while we time -----------------------------------------
 
-def _cpu_jiffies() -> tuple[int, int]:
-    """(busy jiffies of the whole machine, jiffies of this process incl. its threads)."""
+def _cpu_jiffies() -> tuple[int, int, int]:
+    """(busy jiffies of the machine's own processes, jiffies the hypervisor stole, jiffies of this process)."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # minus idle and iowait
+        steal = fields[7] if len(fields) > 7 else 0
+        # user nice system idle iowait irq softirq steal guest guest_nice: guest time is already in user
+        busy = sum(fields[:8]) - fields[3] - (fields[4] if len(fields) > 4 else 0) - steal
         own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return busy, int(own[11]) + int(own[12])  # utime, stime
+        return busy, steal, int(own[11]) + int(own[12])  # utime, stime
     except (OSError, ValueError, IndexError):
-        return 0, 0
+        return 0, 0, 0
 
 
 # -- the variants -----------------------------------------------------------------------------------
@@ -229,11 +232,11 @@ def _child(run: dict, queue) -> None:
         torch.cuda.reset_peak_memory_stats()
     reset_peak()
     parts = {"data": [], "forward": [], "backward": [], "optimizer": [], "step": []}
-    busy0 = own0 = 0
+    busy0 = steal0 = own0 = 0
     wall0 = 0.0
     for i in range(run["warmup"] + run["repeats"]):
         if i == run["warmup"]:
-            busy0, own0 = _cpu_jiffies()
+            busy0, steal0, own0 = _cpu_jiffies()
             wall0 = time.perf_counter()
         _sync(device)
         t0 = time.perf_counter()
@@ -253,13 +256,14 @@ def _child(run: dict, queue) -> None:
         if i >= run["warmup"]:
             for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
                 parts[name].append(seconds)
-    busy1, own1 = _cpu_jiffies()
+    busy1, steal1, own1 = _cpu_jiffies()
     wall = time.perf_counter() - wall0
     hz = os.sysconf("SC_CLK_TCK")
     others = max(0.0, ((busy1 - busy0) - (own1 - own0)) / hz / wall) if device.type == "cpu" else 0.0
+    stolen = (steal1 - steal0) / hz / wall if device.type == "cpu" else 0.0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else phase_peak_gib()
     queue.put({"steps": parts["step"], "parts": {k: statistics.median(v) for k, v in parts.items() if k != "step"},
-               "loaded_gib": loaded, "peak_gib": max(peak, loaded), "others_cores": others,
+               "loaded_gib": loaded, "peak_gib": max(peak, loaded), "others_cores": others, "steal_cores": stolen,
                "trainable": sum(p.numel() for p in params)})
 
 
@@ -294,14 +298,16 @@ def merged(results: list[dict]) -> dict:
             "round_medians": [statistics.median(r["steps"]) for r in results],
             "parts": {k: statistics.median(r["parts"][k] for r in results) for k in results[0]["parts"]},
             "loaded_gib": loaded, "peak_gib": loaded + increments[len(increments) // 2],
-            "others_cores": max(r["others_cores"] for r in results), "trainable": results[0]["trainable"]}
+            "others_cores": max(r["others_cores"] for r in results),
+            "steal_cores": max(r["steal_cores"] for r in results), "trainable": results[0]["trainable"]}
 
 
 def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
     steps = sorted(result["steps"])
     median = statistics.median(steps)
     cores = os.cpu_count() or 1
-    contended = pick_device(run["device"]).type == "cpu" and result["others_cores"] + run["threads"] > cores + 0.1
+    busy = result["others_cores"] + result["steal_cores"] + run["threads"]
+    contended = pick_device(run["device"]).type == "cpu" and busy > cores + 0.1
     label = run["variant"] if not run["checkpointing"] or run["variant"] != "ours" else \
         f"ours R={run['ratio']:g} {run['policy']}" + (" compiled" if run["compile"] else "")
     return dict(bench="train_step", variant=run["variant"], label=label, config=Path(run["config"]).name,
@@ -317,7 +323,8 @@ def record(run: dict, result: dict, flops: float, peak_tflops: float) -> dict:
                 trainable_params=result["trainable"], model_tflop=round(flops / 1e12, 4),
                 achieved_tflops=round(flops / median / 1e12, 4), peak_tflops=round(peak_tflops, 4),
                 mfu=round(flops / median / (peak_tflops * 1e12), 3),
-                others_cores=round(result["others_cores"], 2), contended=contended,
+                others_cores=round(result["others_cores"], 2), steal_cores=round(result["steal_cores"], 2),
+                contended=contended,
                 live_memory=run["live_memory"], timing_comparable=not run["live_memory"])
 
 

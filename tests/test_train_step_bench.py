@@ -26,7 +26,7 @@ def test_train_step_bench_reports_the_split_spread_and_memory_increment():
         assert set(r["split_s"]) == {"data", "forward", "backward", "optimizer"}
         assert sum(r["split_s"].values()) <= r["step_s_max"] * 1.05
         assert r["peak_gib"] >= r["loaded_gib"] > 0 and abs(r["increment_gib"] - (r["peak_gib"] - r["loaded_gib"])) <= 0.0015
-        assert 0 < r["mfu"] and isinstance(r["contended"], bool)
+        assert 0 < r["mfu"] and isinstance(r["contended"], bool) and r["steal_cores"] >= 0
     assert runs[0]["trainable_params"] == runs[1]["trainable_params"]  # like for like: the same LoRA
     assert compare["bench"] == "train_step_compare" and compare["full_over_stock"] > 0
     # each round's own ratio (its runs follow each other)
