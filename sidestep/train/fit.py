@@ -7,7 +7,8 @@ the CPU it measured ~0) plus, per sample, one forward and 1.4 forwards' worth of
 base needs no weight gradients), plus the recomputed forward of the checkpointed blocks: their share
 of the blocks (the last block is never checkpointed, sidestep/model/checkpointing.py) x 1 for the
 full policy, x 0.4 for selective (the elementwise work and its dispatch). The 1.4 and 0.4 are
-bench/train_step.py's medium config at 60 s on one CPU thread (bench/RESULTS.md); a 4-bit base is
+bench/train_step.py's medium config at 60 s on one CPU thread (bench/RESULTS.md, morning host; the
+evening host's interleaved runs gave 1.3 and 0.3-0.5, within their noise); a 4-bit base is
 assumed to cost 15% more per sample (dequantization; not measured here).
 samples/s ~ B / (0.5 + B * (2.4 + recompute) / 2.4 * q): larger batches and fewer checkpointed
 blocks win until memory runs out.
