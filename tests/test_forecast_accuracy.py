@@ -43,7 +43,13 @@ def _measure(config: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def ratios(tmp_path_factory):
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def ratios(tmp_path_factory, monkeypatch_module):
     root = tmp_path_factory.mktemp("accuracy")
     write_dit_folder(root / "acestep-v15-turbo", TINY_DIT_CONFIG)
     configs = []
@@ -55,6 +61,8 @@ def ratios(tmp_path_factory):
                             batch_size=batch, gradient_accumulation=1, num_workers=0, device="cpu",
                             gradient_checkpointing=checkpointing, gradient_checkpointing_ratio=ratio,
                             checkpointing_policy=policy, precision="fp32", log_every=1000, log_heavy_every=1000))
+    # one thread in every child, as bench/memory_forecast.py measures (set before torch loads there)
+    monkeypatch_module.setenv("OMP_NUM_THREADS", "1")
     ctx = mp.get_context("spawn")
     with ctx.Pool(1) as pool:
         predicted = pool.apply(_forecasts, ([(c, frames) for c, (frames, _, _) in zip(configs, SETTINGS)],))
