@@ -4,11 +4,12 @@
     OMP_NUM_THREADS=1 uv run python bench/memory_forecast.py --configs medium
 
 For each config (tiny; medium = reference/medium-config.json, random weights in the official layout),
-length (30/60/120 s = 750/1500/3000 latent frames), batch (1, 4) and checkpointing (`--modes`: full, the
-default; selective = the selective policy; half = ratio 0.5; off), a fresh process ("spawn") computes the forecast, then measures with
-`sidestep.train.memory_probe.measure_increment`: the Trainer is set up (decoder loaded, adapter
-attached), the heap trimmed, VmHWM reset, three optimizer steps run through the Trainer's own
-forward_backward/optimizer_step, and the increment is VmHWM - the loaded RSS. The issue's bar
+length (30/60/120 s = 750/1500/3000 latent frames), batch (1, 4) and checkpointing (`--modes`: full,
+the default; selective = the selective policy; half = ratio 0.5; off), a fresh process ("spawn")
+computes the forecast, then measures with `sidestep.train.memory_probe.measure_increment`: the
+Trainer is set up (decoder loaded, adapter attached), the heap trimmed, VmHWM reset, three optimizer
+steps run through the Trainer's own forward_backward/optimizer_step, and the increment is VmHWM - the
+loaded RSS - the code pages (file-backed RSS) the steps faulted in. The issue's bar
 (21.3): forecast increment within 10% of the measured one. One JSON line per setting. CPU, Linux.
 """
 
