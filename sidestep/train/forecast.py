@@ -118,12 +118,11 @@ def _step_on_meta(decoder: torch.nn.Module, config: Config, model_config: dict[s
     """Peak live bytes of one micro-batch on meta: the collated batch, the noise draws, then the training loss
     itself (`loss_from_draws`: the forward, checkpointed as configured, and the fp32 loss) and its backward,
     which allocates the adapter's gradients. Only the draws are made here: the meta device has no generators."""
-    from sidestep.train.objective import Draws, Objective, loss_from_draws
+    from sidestep.train.objective import Draws, configured_objective, loss_from_draws
 
     # the condition comes at the condition encoder's width (XL: 2048 into a 2560-wide decoder)
     D = model_config.get("encoder_hidden_size") or model_config["hidden_size"]
-    objective = Objective("fixed", loss_fn=config.loss_fn, huber_delta=config.huber_delta,
-                          loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma)
+    objective = configured_objective(config, "fixed")  # the timestep distribution does not matter on meta
     tracker = LiveBytes()
     with _fused_attention_on_meta(), tracker:
         empty = functools.partial(torch.empty, device="meta", dtype=dtype)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sidestep.config import Config
 from sidestep.train.losses import element_loss, timestep_weights
 from sidestep.train.timesteps import sample_discrete, sample_t_r
 
@@ -36,6 +37,17 @@ class Objective:
     huber_delta: float = 1.0
     loss_weighting: str = "none"   # timestep weighting w(t) of each sample's loss; none = the model's own
     snr_gamma: float = 5.0
+
+
+def configured_objective(config: Config, mode: str, model_mu: float = Objective.timestep_mu,
+                         model_sigma: float = Objective.timestep_sigma) -> Objective:
+    """The loss as a run's `Config` sets it: the model's timestep distribution (`model_mu`, `model_sigma`)
+    unless --timestep-mu/--timestep-sigma."""
+    mu = model_mu if config.timestep_mu is None else config.timestep_mu
+    sigma = model_sigma if config.timestep_sigma is None else config.timestep_sigma
+    return Objective(mode=mode, timestep_mu=mu, timestep_sigma=sigma, cfg_ratio=config.cfg_ratio,
+                     loss_fn=config.loss_fn, huber_delta=config.huber_delta, loss_weighting=config.loss_weighting,
+                     snr_gamma=config.snr_gamma)
 
 
 def sample_generators(seed: int, epoch: int, indices: list[int], device: torch.device | str = "cpu"

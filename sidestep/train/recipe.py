@@ -42,7 +42,7 @@ from sidestep.train import checkpoints
 from sidestep.adapters import build_adapter, init_adapter
 from sidestep.train.compile import compile_blocks, compile_errors
 from sidestep.train.monitor import TrainMonitor, layer_grad_norms
-from sidestep.train.objective import Objective, flow_matching_loss, sample_generators
+from sidestep.train.objective import Objective, configured_objective, flow_matching_loss, sample_generators
 from sidestep.train.ema import AdapterEMA, maybe_applied
 from sidestep.train.optim import build_optimizer, build_scheduler, effective_schedule, lr_groups
 from sidestep.train.plots import plot_losses
@@ -511,12 +511,8 @@ def _remove_stale_temps(output_dir: Path) -> None:
 
 
 def objective_of(config: Config, mode: str, model: discovery.TrainingModel) -> Objective:
-    """The loss as configured: the model's own timestep distribution unless --timestep-mu/--timestep-sigma."""
-    mu = model.timestep_mu if config.timestep_mu is None else config.timestep_mu
-    sigma = model.timestep_sigma if config.timestep_sigma is None else config.timestep_sigma
-    return Objective(mode=mode, timestep_mu=mu, timestep_sigma=sigma, cfg_ratio=config.cfg_ratio,
-                     loss_fn=config.loss_fn, huber_delta=config.huber_delta, loss_weighting=config.loss_weighting,
-                     snr_gamma=config.snr_gamma)
+    """The loss as configured, with the model's own timestep distribution (objective.configured_objective)."""
+    return configured_objective(config, mode, model.timestep_mu, model.timestep_sigma)
 
 
 def run_info(config: Config, mode: str, model: discovery.TrainingModel, trigger: str | None) -> dict[str, Any]:
